@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Builds, from the Go module proxy, the real binaries the test suites run against,
+# and caches them outside the checkout keyed by version. A second run only checks
+# that each cached binary is there. Prints the directory that holds them all.
+#
+#   hack/testbin.sh [name ...]     # default: every binary
+#
+# Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
+# symlinks to the current versions (envtest's BinaryAssetsDirectory points there).
+set -euo pipefail
+
+KUBE_VERSION=v1.37.2
+STAGING_VERSION=v0.37.2
+ETCD_VERSION=v3.7.3
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+REGISTRY_VERSION=v3.1.2
+
+TESTBIN_DIR=${TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin}
+mkdir -p "$TESTBIN_DIR/bin"
+export CGO_ENABLED=${CGO_ENABLED:-0} GOFLAGS=-mod=mod GOWORK=off
+
+log() { echo "testbin: $*" >&2; }
+
+# newmod DIR: a throwaway module in the cache, so the product's go.mod never sees these deps.
+newmod() {
+  rm -rf "$1" && mkdir -p "$1"
+  (cd "$1" && go mod init tagger.dev/testbin >/dev/null 2>&1)
+}
+
+# done_or_build NAME VERSION BIN... -- returns 0 when every BIN is cached.
+cached() {
+  local dir=$1; shift
+  for b in "$@"; do [ -x "$dir/$b" ] || return 1; done
+}
+
+link() {
+  local dir=$1; shift
+  for b in "$@"; do ln -sfn "$dir/$b" "$TESTBIN_DIR/bin/$b"; done
+}
+
+build_kube() {
+  local out=$TESTBIN_DIR/kubernetes-$KUBE_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+  local want=("${bins[@]}")
+  [ "${KUBE_FULL:-0}" = 1 ] || want=(kube-apiserver)
+  if cached "$out" "${want[@]}"; then link "$out" "${want[@]}"; return; fi
+  log "building ${want[*]} $KUBE_VERSION (about 5 minutes cold)"
+  local mod=$TESTBIN_DIR/src/kubernetes
+  newmod "$mod"
+  (
+    cd "$mod"
+    go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    # Every staging module replaced by its published version, as k8s.io/kubernetes' own go.mod lists them.
+    grep -E '^\s*k8s.io/[a-z0-9-]+ => ./staging/src/' "$gomod" | awk '{print $1}' | while read -r m; do
+      go mod edit -replace "$m=$m@$STAGING_VERSION"
+    done
+    go mod edit -require "k8s.io/kubernetes@$KUBE_VERSION"
+    local pkgs=()
+    for b in "${want[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    printf 'package tools\n\nimport (\n' > tools.go
+    for p in "${pkgs[@]}"; do printf '\t_ "%s"\n' "$p" >> tools.go; done
+    printf ')\n' >> tools.go
+    sed -i '1i //go:build tools\n' tools.go
+    go mod tidy -e >/dev/null 2>&1 || true
+    mkdir -p "$out"
+    for b in "${want[@]}"; do go build -tags tools -o "$out/$b" "k8s.io/kubernetes/cmd/$b"; done
+  )
+  link "$out" "${want[@]}"
+}
+
+# gobuild NAME VERSION MODULE PKG... : build packages of MODULE@VERSION into the cache.
+gobuild() {
+  local name=$1 version=$2 module=$3; shift 3
+  local out=$TESTBIN_DIR/$name-$version bins=()
+  for p in "$@"; do bins+=("$(basename "$p")"); done
+  if cached "$out" "${bins[@]}"; then link "$out" "${bins[@]}"; return; fi
+  log "building ${bins[*]} $version"
+  local mod=$TESTBIN_DIR/src/$name
+  newmod "$mod"
+  (
+    cd "$mod"
+    go get "$module@$version" >/dev/null 2>&1 || go get "$module@$version"
+    mkdir -p "$out"
+    for p in "$@"; do go build -o "$out/$(basename "$p")" "$p"; done
+  )
+  link "$out" "${bins[@]}"
+}
+
+build_etcd() {
+  local out=$TESTBIN_DIR/etcd-$ETCD_VERSION
+  if cached "$out" etcd; then link "$out" etcd; return; fi
+  log "building etcd $ETCD_VERSION"
+  local mod=$TESTBIN_DIR/src/etcd
+  newmod "$mod"
+  (
+    cd "$mod"
+    cat > main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1
+    mkdir -p "$out"
+    go build -o "$out/etcd" .
+  )
+  link "$out" etcd
+}
+
+build_registry() {
+  gobuild registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3 \
+    github.com/distribution/distribution/v3/cmd/registry
+}
+
+build_containerd() {
+  gobuild containerd "$CONTAINERD_VERSION" github.com/containerd/containerd/v2 \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/ctr \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+}
+
+build_crictl() {
+  gobuild crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube containerd crictl)
+for t in "${targets[@]}"; do
+  case $t in
+    kube|kube-apiserver) build_kube ;;
+    etcd) build_etcd ;;
+    registry) build_registry ;;
+    containerd) build_containerd ;;
+    crictl) build_crictl ;;
+    *) echo "testbin: unknown target $t" >&2; exit 2 ;;
+  esac
+done
+echo "$TESTBIN_DIR/bin"
