@@ -1,0 +1,50 @@
+# tagger developer entry points. `make test` is what CI runs (see .ci/run).
+SHELL := /usr/bin/env bash
+GO ?= go
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+BIN := bin
+# The rig binaries live outside the checkout, keyed by version (hack/testbin.sh).
+export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
+export OTEL_TRACES_EXPORTER := none
+
+.PHONY: all build generate verify-generated testbin test unit lint demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## generate: deepcopy and CRD YAML from api/ (controller-gen)
+generate:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crds
+	cp deploy/crds/*.yaml deploy/chart/tagger/crds/ 2>/dev/null || true
+
+## verify-generated: fail when generated files are stale
+verify-generated: generate
+	@git diff --exit-code -- api deploy/crds deploy/chart/tagger/crds || \
+		{ echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+## testbin: build the real binaries the tests use (cached outside the checkout)
+testbin:
+	TESTBIN_DIR=$(dir $(TAGGER_TESTBIN)) hack/testbin.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## unit: fast tests that need no rig
+unit:
+	$(GO) test -race -short ./pkg/... ./api/...
+
+## test: the whole suite, race detector on, real components included
+test: testbin lint
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+## demo: the controller against a real local apiserver and registry, a Tag gaining generations
+demo: testbin
+	$(GO) run ./hack/demo
+
+clean:
+	rm -rf $(BIN)

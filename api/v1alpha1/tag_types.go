@@ -1,0 +1,206 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CheckAnnotation asks for an immediate check of the upstream tag whenever its
+// value changes.
+const CheckAnnotation = "tagger.dev/check"
+
+// Condition types on a Tag.
+const (
+	// ConditionReady is True when the Tag serves a generation as its spec asks.
+	ConditionReady = "Ready"
+	// ConditionResolved is True when the last check of the upstream succeeded.
+	ConditionResolved = "Resolved"
+	// ConditionCached is True when the served generation is in the bundled registry.
+	ConditionCached = "Cached"
+	// ConditionConflict is True when an older Tag pins the same image; this one is not served.
+	ConditionConflict = "Conflict"
+)
+
+// Check results recorded in status.lastCheck.result.
+const (
+	CheckUnchanged     = "Unchanged"
+	CheckNewGeneration = "NewGeneration"
+	CheckFailed        = "Failed"
+)
+
+// Defaults and limits of the Tag spec.
+const (
+	DefaultHistoryLimit = 25
+	MaxHistoryLimit     = 100
+)
+
+// TagSpec is what the user asks for.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.checkInterval) || duration(self.checkInterval) >= duration('1m')",message="checkInterval must be at least 1m"
+type TagSpec struct {
+	// Image is the tag reference pods use, e.g. "nginx:1.27" or
+	// "quay.io/org/app:v1". It must name a tag, not a digest; the controller
+	// records it normalized ("docker.io/library/nginx:1.27") in status.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][a-zA-Z0-9._/:-]*$`
+	// +kubebuilder:validation:XValidation:rule="!self.contains('@')",message="image must be a tag reference, not a digest reference"
+	// +kubebuilder:validation:XValidation:rule="!self.endsWith(':') && !self.endsWith('/')",message="image must be a complete tag reference"
+	Image string `json:"image"`
+
+	// Generation pins this generation of the history. Unset: serve the newest.
+	// A generation that is not in the history leaves the previous one served and
+	// says so in the Ready condition.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	Generation *int64 `json:"generation,omitempty"`
+
+	// Cache copies every generation into the bundled registry. With a
+	// pullSecretRef this makes a private image pullable by every node without
+	// credentials.
+	// +optional
+	Cache bool `json:"cache,omitempty"`
+
+	// PullSecretRef names a kubernetes.io/dockerconfigjson Secret with
+	// credentials for the upstream registry. The controller reads only this Secret.
+	// +optional
+	PullSecretRef *SecretReference `json:"pullSecretRef,omitempty"`
+
+	// CheckInterval re-checks the upstream tag on this schedule (jittered).
+	// Unset: only on create, on spec change, on webhooks and on the
+	// tagger.dev/check annotation. Minimum 1m.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	CheckInterval *metav1.Duration `json:"checkInterval,omitempty"`
+
+	// HistoryLimit is how many generations are kept (1..100, default 25). The
+	// served generation is never pruned.
+	// +optional
+	// +kubebuilder:default=25
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	HistoryLimit int32 `json:"historyLimit,omitempty"`
+
+	// Rollout restarts workloads using this image when the served generation changes.
+	// +optional
+	Rollout *RolloutSpec `json:"rollout,omitempty"`
+}
+
+// SecretReference names a Secret in a namespace.
+type SecretReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Namespace string `json:"namespace"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// RolloutSpec controls workload restarts on a served-generation change.
+type RolloutSpec struct {
+	// Restart restarts matching Deployments, StatefulSets and DaemonSets the way
+	// `kubectl rollout restart` does.
+	// +optional
+	Restart bool `json:"restart,omitempty"`
+}
+
+// Generation is one digest the upstream tag has pointed at.
+type Generation struct {
+	// Generation is the sequence number, starting at 1 and only growing.
+	Generation int64 `json:"generation"`
+	// Image is the normalized tag reference this generation was resolved from.
+	Image string `json:"image"`
+	// Digest is the manifest or index digest the tag resolved to.
+	Digest string `json:"digest"`
+	// MediaType is the media type of that manifest or index.
+	MediaType string `json:"mediaType,omitempty"`
+	// Size is the size of that manifest or index in bytes.
+	Size int64 `json:"size,omitempty"`
+	// Platforms lists os/arch[/variant] of the image.
+	// +optional
+	Platforms []string `json:"platforms,omitempty"`
+	// FirstSeen is when the controller first saw the tag at this digest.
+	FirstSeen metav1.Time `json:"firstSeen"`
+	// Cached is true once the whole image tree is in the bundled registry.
+	// +optional
+	Cached bool `json:"cached,omitempty"`
+}
+
+// CheckStatus is the outcome of the last upstream check.
+type CheckStatus struct {
+	Time metav1.Time `json:"time"`
+	// +kubebuilder:validation:Enum=Unchanged;NewGeneration;Failed
+	Result string `json:"result"`
+	// +optional
+	Message string `json:"message,omitempty"`
+	// ConsecutiveFailures counts failed checks since the last success; it drives backoff.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+}
+
+// TagStatus is what the controller observed.
+type TagStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Image is spec.image normalized.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// ServedGeneration is the generation nodes are told to use (0: none yet).
+	// +optional
+	ServedGeneration int64 `json:"servedGeneration,omitempty"`
+	// ServedDigest is the digest of the served generation.
+	// +optional
+	ServedDigest string `json:"servedDigest,omitempty"`
+	// ServedShortDigest is ServedDigest shortened for the printer column.
+	// +optional
+	ServedShortDigest string `json:"servedShortDigest,omitempty"`
+	// LatestGeneration is the newest generation recorded.
+	// +optional
+	LatestGeneration int64 `json:"latestGeneration,omitempty"`
+	// CachedServed mirrors the Cached condition for the printer column.
+	// +optional
+	CachedServed bool `json:"cachedServed,omitempty"`
+	// Generations is the history, newest first.
+	// +optional
+	Generations []Generation `json:"generations,omitempty"`
+	// +optional
+	LastCheck *CheckStatus `json:"lastCheck,omitempty"`
+	// CheckAnnotation is the last value of the tagger.dev/check annotation acted on.
+	// +optional
+	CheckAnnotation string `json:"checkAnnotation,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Tag pins a mutable image tag to digests, one generation per upstream move.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=tg
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`
+// +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.servedGeneration`
+// +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.servedShortDigest`
+// +kubebuilder:printcolumn:name="Latest",type=integer,JSONPath=`.status.latestGeneration`
+// +kubebuilder:printcolumn:name="Cached",type=boolean,JSONPath=`.status.cachedServed`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Tag struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec TagSpec `json:"spec"`
+	// +optional
+	Status TagStatus `json:"status,omitempty"`
+}
+
+// TagList is a list of Tags.
+//
+// +kubebuilder:object:root=true
+type TagList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Tag `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Tag{}, &TagList{})
+}
