@@ -1,0 +1,394 @@
+// Package registrytest runs the real distribution registry (v3, the binary
+// hack/testbin.sh builds) as a separate process for tests, with optional
+// htpasswd or token authentication, and pushes generated images into it over
+// the registry HTTP API. It also offers a counting reverse proxy so tests can
+// assert how many requests of each kind a client made.
+package registrytest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tagger-project/tagger/internal/testbin"
+)
+
+// Auth selects how the registry authenticates clients.
+type Auth string
+
+const (
+	// AuthNone lets anyone pull and push.
+	AuthNone Auth = ""
+	// AuthBasic is distribution's htpasswd access controller: HTTP Basic
+	// credentials checked against Options.Users.
+	AuthBasic Auth = "htpasswd"
+	// AuthToken is distribution's token access controller, backed by an
+	// in-test token server that checks Options.Users and issues signed JWTs.
+	AuthToken Auth = "token"
+)
+
+// Options configure a Registry. The zero value is an unauthenticated registry.
+type Options struct {
+	// Auth selects the access controller.
+	Auth Auth
+	// Users maps user names to passwords for AuthBasic and AuthToken.
+	Users map[string]string
+	// AnonymousPull makes the token server grant pull (only) to requests
+	// without credentials. Without it an anonymous request gets a token with
+	// no access, as Docker Hub does for private repositories.
+	AnonymousPull bool
+	// TokenTTL is the lifetime of issued tokens (expires_in); default 5m.
+	TokenTTL time.Duration
+}
+
+const (
+	startAttempts = 5
+	startTimeout  = 20 * time.Second
+	stopTimeout   = 10 * time.Second
+	// instanceHeader carries a per-start nonce in every registry response, so
+	// the readiness probe cannot mistake another process that grabbed the
+	// port for ours.
+	instanceHeader = "X-Registrytest-Instance"
+	adminUser      = "registrytest-admin"
+)
+
+// Registry is a running (or stopped) distribution registry process listening
+// on 127.0.0.1. Its storage lives in a test temp dir and survives Stop/Start.
+type Registry struct {
+	t      testing.TB
+	bin    string
+	dir    string
+	opts   Options
+	secret string
+	admin  string // password of adminUser, used by the push helpers
+	token  *tokenServer
+	client *http.Client
+
+	mu   sync.Mutex
+	port int
+	proc *process
+}
+
+type process struct {
+	cmd   *exec.Cmd
+	out   *tailBuffer
+	nonce string
+	done  chan struct{} // closed when the process has exited
+	err   error         // exit status, valid after done
+}
+
+// New starts a registry on an ephemeral loopback port and stops it when the
+// test ends. It needs the registry binary (testbin.Require semantics: skip
+// locally, fail in CI when it is missing).
+func New(t testing.TB, o Options) *Registry {
+	t.Helper()
+	bin := filepath.Join(testbin.Require(t, "registry"), "registry")
+	r := &Registry{
+		t:      t,
+		bin:    bin,
+		dir:    t.TempDir(),
+		opts:   o,
+		secret: randomHex(16),
+		admin:  randomHex(16),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}},
+	}
+	if o.Auth != AuthNone && o.Auth != AuthBasic && o.Auth != AuthToken {
+		t.Fatalf("registrytest: unknown auth %q", o.Auth)
+	}
+	users := map[string]string{adminUser: r.admin}
+	for u, p := range o.Users {
+		users[u] = p
+	}
+	switch o.Auth {
+	case AuthBasic:
+		if err := writeHtpasswd(filepath.Join(r.dir, "htpasswd"), users); err != nil {
+			t.Fatalf("registrytest: %v", err)
+		}
+	case AuthToken:
+		ts, err := newTokenServer(users, o.AnonymousPull, o.TokenTTL)
+		if err != nil {
+			t.Fatalf("registrytest: %v", err)
+		}
+		r.token = ts
+		t.Cleanup(ts.Close)
+		if err := os.WriteFile(filepath.Join(r.dir, "token-root.pem"), ts.certPEM, 0o600); err != nil {
+			t.Fatalf("registrytest: write token root cert: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		r.Stop()
+		r.client.CloseIdleConnections()
+	})
+
+	var err error
+	for range startAttempts {
+		var port int
+		if port, err = freePort(); err != nil {
+			break
+		}
+		r.port = port
+		if err = r.Start(); !errors.Is(err, errAddrInUse) {
+			break
+		}
+		// Someone took the port between our probe and the registry's bind: pick another.
+	}
+	if err != nil {
+		t.Fatalf("registrytest: %v", err)
+	}
+	return r
+}
+
+// Host is the registry's "127.0.0.1:port".
+func (r *Registry) Host() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+}
+
+// URL is the registry's base URL, "http://127.0.0.1:port".
+func (r *Registry) URL() string { return "http://" + r.Host() }
+
+// Running reports whether the registry process is up.
+func (r *Registry) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.proc != nil
+}
+
+// Stop kills the registry process and waits for it to exit, so a test can
+// simulate an upstream going down. Storage is kept; Start brings it back.
+// Stopping a stopped registry does nothing.
+func (r *Registry) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.proc
+	if p == nil {
+		return
+	}
+	r.proc = nil
+	// SIGKILL: a test upstream has nothing to flush, every write it
+	// acknowledged is already on disk.
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		r.t.Errorf("registrytest: registry pid %d did not exit %v after SIGKILL", p.cmd.Process.Pid, stopTimeout)
+	}
+	if r.t.Failed() {
+		r.t.Logf("registrytest: registry %s output (tail):\n%s", r.hostLocked(), p.out.String())
+	}
+	r.client.CloseIdleConnections()
+}
+
+// Start (re)starts a stopped registry on the same port and storage and waits
+// until it answers. It fails if the port has been taken meanwhile. Starting
+// a running registry does nothing.
+func (r *Registry) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc != nil {
+		return nil
+	}
+	p, err := r.spawn()
+	if err != nil {
+		return err
+	}
+	if err := r.waitReady(p); err != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return err
+	}
+	r.proc = p
+	return nil
+}
+
+func (r *Registry) hostLocked() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+}
+
+func (r *Registry) spawn() (*process, error) {
+	nonce := randomHex(8)
+	cfg, err := r.config(nonce)
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(r.dir, "config.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, fmt.Errorf("write registry config: %w", err)
+	}
+	out := &tailBuffer{max: 64 << 10}
+	cmd := exec.Command(r.bin, "serve", cfgPath)
+	cmd.Env = registryEnv()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", r.bin, err)
+	}
+	p := &process{cmd: cmd, out: out, nonce: nonce, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// waitReady polls GET /v2/ until our own process answers it, or it exits.
+func (r *Registry) waitReady(p *process) error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	url := "http://" + r.hostLocked() + "/v2/"
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	probe := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := probe.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.Header.Get(instanceHeader) == p.nonce {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			out := p.out.String()
+			if strings.Contains(out, "address already in use") {
+				return fmt.Errorf("start registry on %s: %w", r.hostLocked(), errAddrInUse)
+			}
+			return fmt.Errorf("start registry on %s: exited (%v) before answering; output:\n%s", r.hostLocked(), p.err, out)
+		case <-ctx.Done():
+			return fmt.Errorf("start registry on %s: not answering GET /v2/ after %v; output:\n%s", r.hostLocked(), startTimeout, p.out.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// config renders the registry configuration. JSON is valid YAML, which
+// saves a YAML dependency.
+func (r *Registry) config(nonce string) ([]byte, error) {
+	cfg := map[string]any{
+		"version": "0.1",
+		"log": map[string]any{
+			"level":     "warn",
+			"accesslog": map[string]any{"disabled": true},
+		},
+		"storage": map[string]any{
+			"filesystem": map[string]any{"rootdirectory": filepath.Join(r.dir, "data")},
+			"delete":     map[string]any{"enabled": true},
+			// Upload purging starts a background walker we don't need.
+			"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
+		},
+		"http": map[string]any{
+			"addr": r.hostLocked(),
+			// A fixed secret keeps upload state valid across a restart.
+			"secret":  r.secret,
+			"headers": map[string][]string{instanceHeader: {nonce}},
+		},
+	}
+	switch r.opts.Auth {
+	case AuthBasic:
+		cfg["auth"] = map[string]any{"htpasswd": map[string]any{
+			"realm": "registrytest",
+			"path":  filepath.Join(r.dir, "htpasswd"),
+		}}
+	case AuthToken:
+		cfg["auth"] = map[string]any{"token": map[string]any{
+			"realm":          r.token.realm(),
+			"service":        tokenService,
+			"issuer":         tokenIssuer,
+			"rootcertbundle": filepath.Join(r.dir, "token-root.pem"),
+		}}
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render registry config: %w", err)
+	}
+	return b, nil
+}
+
+// registryEnv is the test's environment without REGISTRY_* overrides (the
+// registry reads its configuration from those too) and with tracing off:
+// otherwise it keeps trying to export to localhost:4318.
+func registryEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REGISTRY_") && !strings.HasPrefix(kv, "OTEL_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none")
+}
+
+func writeHtpasswd(path string, users map[string]string) error {
+	var b bytes.Buffer
+	for u, p := range users {
+		// MinCost: these hashes only guard test data, and the registry
+		// verifies each request with the hash's own cost.
+		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		if err != nil {
+			return fmt.Errorf("hash password of %s: %w", u, err)
+		}
+		fmt.Fprintf(&b, "%s:%s\n", u, h)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("write htpasswd: %w", err)
+	}
+	return nil
+}
+
+// freePort asks the kernel for a free loopback port. Another process can
+// still take it before the registry binds; New retries when that happens.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails
+	return hex.EncodeToString(b)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
