@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -90,7 +89,7 @@ func (x Index) Descriptor() ocispec.Descriptor {
 // config (os, architecture, rootfs diff_ids), pushes its blobs and its
 // manifest under tag (by digest only when tag is ""), and returns it. Every
 // call makes new content, so pushing to the same tag moves it.
-func (r *Registry) PushImage(t testing.TB, repo, tag string, opts ImageOptions) Image {
+func (r *Registry) PushImage(t T, repo, tag string, opts ImageOptions) Image {
 	t.Helper()
 	img, err := buildImage(opts)
 	if err != nil {
@@ -100,7 +99,7 @@ func (r *Registry) PushImage(t testing.TB, repo, tag string, opts ImageOptions) 
 	return img
 }
 
-func (r *Registry) pushImage(t testing.TB, repo, tag string, img *Image) {
+func (r *Registry) pushImage(t T, repo, tag string, img *Image) {
 	t.Helper()
 	for _, d := range append([]ocispec.Descriptor{img.Config}, img.Layers...) {
 		r.PushBlob(t, repo, d.MediaType, img.Blobs[d.Digest])
@@ -114,7 +113,7 @@ func (r *Registry) pushImage(t testing.TB, repo, tag string, img *Image) {
 
 // PushIndex pushes one image per platform by digest, then an index of them
 // under tag, and returns it.
-func (r *Registry) PushIndex(t testing.TB, repo, tag string, platforms []string, opts IndexOptions) Index {
+func (r *Registry) PushIndex(t T, repo, tag string, platforms []string, opts IndexOptions) Index {
 	t.Helper()
 	if opts.MediaType == "" {
 		opts.MediaType = ocispec.MediaTypeImageIndex

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // Kind classifies registry API paths for counting.
@@ -35,7 +34,7 @@ type CountingProxy struct {
 
 // NewCountingProxy starts a proxy forwarding to target (a base URL, or a
 // "host:port" meaning plain http) and closes it when the test ends.
-func NewCountingProxy(t testing.TB, target string) *CountingProxy {
+func NewCountingProxy(t T, target string) *CountingProxy {
 	t.Helper()
 	if !strings.Contains(target, "://") {
 		target = "http://" + target

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -19,7 +18,7 @@ import (
 
 // PushBlob uploads data monolithically (POST an upload, PUT it with
 // ?digest=) and returns its descriptor with the given media type.
-func (r *Registry) PushBlob(t testing.TB, repo, mediaType string, data []byte) ocispec.Descriptor {
+func (r *Registry) PushBlob(t T, repo, mediaType string, data []byte) ocispec.Descriptor {
 	t.Helper()
 	d := digest.FromBytes(data)
 	resp, _ := r.do(t, http.MethodPost, r.URL()+"/v2/"+repo+"/blobs/uploads/", repo, "", nil, http.StatusAccepted)
@@ -38,7 +37,7 @@ func (r *Registry) PushBlob(t testing.TB, repo, mediaType string, data []byte) o
 
 // PushManifest PUTs a manifest under reference (a tag or its digest) and
 // returns its digest, checking the registry computed the same one.
-func (r *Registry) PushManifest(t testing.TB, repo, reference, mediaType string, body []byte) digest.Digest {
+func (r *Registry) PushManifest(t T, repo, reference, mediaType string, body []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(body)
 	resp, _ := r.do(t, http.MethodPut, r.URL()+"/v2/"+repo+"/manifests/"+reference, repo, mediaType, body, http.StatusCreated)
@@ -50,21 +49,21 @@ func (r *Registry) PushManifest(t testing.TB, repo, reference, mediaType string,
 
 // DeleteTag removes a tag (distribution v3 supports DELETE of a tag
 // reference); the manifest it pointed to stays.
-func (r *Registry) DeleteTag(t testing.TB, repo, tag string) {
+func (r *Registry) DeleteTag(t T, repo, tag string) {
 	t.Helper()
 	r.do(t, http.MethodDelete, r.URL()+"/v2/"+repo+"/manifests/"+tag, repo, "", nil, http.StatusAccepted)
 }
 
 // DeleteManifest removes a manifest by digest, and with it every tag
 // pointing at it.
-func (r *Registry) DeleteManifest(t testing.TB, repo string, dgst digest.Digest) {
+func (r *Registry) DeleteManifest(t T, repo string, dgst digest.Digest) {
 	t.Helper()
 	r.do(t, http.MethodDelete, r.URL()+"/v2/"+repo+"/manifests/"+dgst.String(), repo, "", nil, http.StatusAccepted)
 }
 
 // do sends one authenticated request and fails the test unless the
 // registry answers want. It returns the response (body consumed) and body.
-func (r *Registry) do(t testing.TB, method, u, repo, contentType string, body []byte, want int) (*http.Response, []byte) {
+func (r *Registry) do(t T, method, u, repo, contentType string, body []byte, want int) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -132,7 +131,7 @@ func (r *Registry) TokenRequests() int {
 // Get is a plain GET of path (e.g. "/v2/repo/manifests/tag") with the admin
 // credentials and the given Accept header, for tests reading content back.
 // It fails the test unless the registry answers 200.
-func (r *Registry) Get(t testing.TB, repo, path, accept string) (*http.Response, []byte) {
+func (r *Registry) Get(t T, repo, path, accept string) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -71,7 +71,7 @@ const (
 // Registry is a running (or stopped) distribution registry process listening
 // on 127.0.0.1. Its storage lives in a test temp dir and survives Stop/Start.
 type Registry struct {
-	t      testing.TB
+	t      T
 	bin    string
 	dir    string
 	opts   Options
@@ -93,12 +93,29 @@ type process struct {
 	err   error         // exit status, valid after done
 }
 
+// T is the part of testing.TB the rig uses, so programs such as the demo can
+// run a registry too.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
 // New starts a registry on an ephemeral loopback port and stops it when the
 // test ends. It needs the registry binary (testbin.Require semantics: skip
 // locally, fail in CI when it is missing).
 func New(t testing.TB, o Options) *Registry {
 	t.Helper()
-	bin := filepath.Join(testbin.Require(t, "registry"), "registry")
+	return Start(t, filepath.Join(testbin.Require(t, "registry"), "registry"), o)
+}
+
+// Start is New with an explicit registry binary.
+func Start(t T, bin string, o Options) *Registry {
+	t.Helper()
 	r := &Registry{
 		t:      t,
 		bin:    bin,

@@ -1,0 +1,60 @@
+// Command controller runs the tagger controller: it records a generation each
+// time an upstream tag moves and chooses the generation every node serves.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/logging"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	o := controllerd.DefaultOptions()
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	plainHTTP := fs.String("plain-http-registries", "", "comma-separated registry hosts reached over http:// instead of https://")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics listen address (\"0\" disables)")
+	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz listen address (\"0\" disables)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease")
+	fs.IntVar(&o.MaxConcurrentChecks, "max-concurrent-checks", o.MaxConcurrentChecks, "Tags reconciled (and upstream checks in flight) at once")
+	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", o.UpstreamTimeout, "timeout of one upstream registry request")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	if *plainHTTP != "" {
+		o.PlainHTTPRegistries = strings.Split(*plainHTTP, ",")
+	}
+	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	// Explicit path, else $KUBECONFIG or ~/.kube/config, else in-cluster: kubectl's order.
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = *kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return controllerd.Run(ctx, cfg, o, log)
+}

@@ -1,0 +1,226 @@
+// Command demo runs tagger's main job locally on real components: a real
+// kube-apiserver and etcd (envtest), a real distribution registry playing the
+// upstream, and the controller in-process. It pins a tag, moves the tag
+// upstream twice, and rolls back, printing what `kubectl get tags` would show.
+//
+//	make demo   (builds the rig binaries first)
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/logging"
+)
+
+func main() {
+	d := &demo{}
+	code := 0
+	if err := d.run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		code = 1
+	}
+	d.cleanup()
+	os.Exit(code)
+}
+
+// demo implements registrytest.T so the rig's registry runs outside a test.
+type demo struct {
+	cleanups []func()
+	failed   bool
+}
+
+type fatal struct{ msg string }
+
+func (d *demo) Helper()                   {}
+func (d *demo) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+func (d *demo) Errorf(f string, a ...any) { d.failed = true; d.Logf(f, a...) }
+func (d *demo) Fatalf(f string, a ...any) { d.failed = true; panic(fatal{fmt.Sprintf(f, a...)}) }
+func (d *demo) Cleanup(f func())          { d.cleanups = append(d.cleanups, f) }
+func (d *demo) Failed() bool              { return d.failed }
+func (d *demo) TempDir() string {
+	dir, err := os.MkdirTemp("", "tagger-demo-")
+	if err != nil {
+		d.Fatalf("temp dir: %v", err)
+	}
+	d.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func (d *demo) cleanup() {
+	for i := len(d.cleanups) - 1; i >= 0; i-- {
+		d.cleanups[i]()
+	}
+}
+
+func (d *demo) run() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("%s", f.msg)
+		}
+	}()
+	bin := testbin.Dir()
+	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return fmt.Errorf("rig binary %s missing in %s: run `make testbin`", b, bin)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.Cleanup(cancel)
+
+	step("Starting a real kube-apiserver + etcd with the Tag CRD from deploy/crds")
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{"deploy/crds"},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: bin,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("start apiserver: %w", err)
+	}
+	d.Cleanup(func() { _ = env.Stop() })
+	scheme, err := controllerd.Scheme()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+
+	step("Starting a real distribution registry as the upstream")
+	up := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
+	img1 := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
+	fmt.Printf("  pushed %s/demo/app:v1 -> %s\n", up.Host(), img1.Digest)
+
+	step("Starting the tagger controller")
+	log, err := logging.New(os.Stderr, "text", "warn")
+	if err != nil {
+		return err
+	}
+	o := controllerd.DefaultOptions()
+	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.PlainHTTPRegistries = []string{up.Host()}
+	done := make(chan error, 1)
+	go func() { done <- controllerd.Run(ctx, cfg, o, log) }()
+	d.Cleanup(func() { cancel(); <-done })
+
+	step("kubectl apply: Tag app -> " + up.Host() + "/demo/app:v1")
+	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/demo/app:v1"}}
+	if err := c.Create(ctx, tag); err != nil {
+		return fmt.Errorf("create Tag: %w", err)
+	}
+	if err := wait(ctx, c, func(t *v1alpha1.Tag) bool { return t.Status.ServedDigest == img1.Digest.String() }); err != nil {
+		return err
+	}
+	show(ctx, c)
+
+	for i, v := range []string{"second", "third"} {
+		img := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
+		step(fmt.Sprintf("The upstream moves demo/app:v1 (%s push) -> %s; a check records generation %d", v, img.Digest, i+2))
+		if err := patch(ctx, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.CheckAnnotation, v)); err != nil {
+			return err
+		}
+		if err := wait(ctx, c, func(t *v1alpha1.Tag) bool { return t.Status.ServedDigest == img.Digest.String() }); err != nil {
+			return err
+		}
+		show(ctx, c)
+	}
+
+	step("Rollback is one field: spec.generation: 1")
+	if err := patch(ctx, c, `{"spec":{"generation":1}}`); err != nil {
+		return err
+	}
+	if err := wait(ctx, c, func(t *v1alpha1.Tag) bool { return t.Status.ServedGeneration == 1 }); err != nil {
+		return err
+	}
+	show(ctx, c)
+
+	step("A generation that does not exist leaves generation 1 served and says why")
+	if err := patch(ctx, c, `{"spec":{"generation":9}}`); err != nil {
+		return err
+	}
+	if err := wait(ctx, c, func(t *v1alpha1.Tag) bool {
+		r := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady)
+		return r != nil && r.Reason == "GenerationNotFound"
+	}); err != nil {
+		return err
+	}
+	show(ctx, c)
+
+	step("Events on the Tag")
+	var evs eventsv1.EventList
+	if err := c.List(ctx, &evs); err == nil {
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "app" {
+				fmt.Printf("  %-24s %s\n", e.Reason, e.Note)
+			}
+		}
+	}
+	fmt.Println("\ndemo complete: 3 generations recorded, rollback served generation 1.")
+	return nil
+}
+
+func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+func patch(ctx context.Context, c client.Client, body string) error {
+	t := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}}
+	if err := c.Patch(ctx, t, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
+		return fmt.Errorf("patch Tag app with %s: %w", body, err)
+	}
+	return nil
+}
+
+func wait(ctx context.Context, c client.Client, cond func(*v1alpha1.Tag) bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var t v1alpha1.Tag
+		if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &t); err == nil && t.Status.ObservedGeneration == t.Generation && cond(&t) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("Tag app did not reach the expected state within 30s")
+}
+
+func show(ctx context.Context, c client.Client) {
+	var t v1alpha1.Tag
+	if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &t); err != nil {
+		fmt.Println("  get Tag:", err)
+		return
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(w, "  NAME\tIMAGE\tSERVED\tDIGEST\tLATEST\tCACHED")
+	fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%d\t%v\n", t.Name, t.Spec.Image, t.Status.ServedGeneration, t.Status.ServedShortDigest, t.Status.LatestGeneration, t.Status.CachedServed)
+	w.Flush()
+	fmt.Println("  history:")
+	for _, g := range t.Status.Generations {
+		mark := " "
+		if g.Generation == t.Status.ServedGeneration {
+			mark = "*"
+		}
+		fmt.Printf("   %s gen %d  %s  %s\n", mark, g.Generation, g.Digest, strings.Join(g.Platforms, ","))
+	}
+	if r := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady); r != nil {
+		fmt.Printf("  Ready=%s (%s): %s\n", r.Status, r.Reason, r.Message)
+	}
+}

@@ -1,0 +1,146 @@
+// Package controllerd assembles the tagger controller process: the manager,
+// leader election, health and metrics endpoints, the upstream client and the
+// Tag reconciler. cmd/controller only parses flags and calls Run; tests and
+// the demo run the same code in-process.
+package controllerd
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/tagcontroller"
+	"github.com/tagger-project/tagger/pkg/upstream"
+)
+
+// Options configure the controller process.
+type Options struct {
+	MetricsAddr             string // "0" disables
+	HealthAddr              string // "0" disables
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	MaxConcurrentChecks     int
+	// PlainHTTPRegistries are registry hosts reached over http:// (in-cluster
+	// or test registries); every other registry is https. Entries are
+	// path.Match patterns ("127.0.0.1:*", "*.svc.cluster.local:5000").
+	PlainHTTPRegistries []string
+	// UpstreamTimeout bounds one upstream request.
+	UpstreamTimeout time.Duration
+}
+
+// DefaultOptions are the flag defaults.
+func DefaultOptions() Options {
+	return Options{
+		MetricsAddr:             ":8443",
+		HealthAddr:              ":8081",
+		LeaderElectionNamespace: "tagger-system",
+		LeaderElectionID:        "tagger-controller.tagger.dev",
+		MaxConcurrentChecks:     8,
+		UpstreamTimeout:         30 * time.Second,
+	}
+}
+
+// Scheme is the scheme the controller works with: core types and tagger.dev.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("add client-go types to scheme: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("add tagger.dev types to scheme: %w", err)
+	}
+	return s, nil
+}
+
+// Run runs the controller until ctx is cancelled.
+func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) error {
+	if o.MaxConcurrentChecks < 1 {
+		return fmt.Errorf("--max-concurrent-checks must be at least 1, got %d", o.MaxConcurrentChecks)
+	}
+	ctrl.SetLogger(logging.Logr(log))
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	metricsAddr := o.MetricsAddr
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  o.HealthAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		LeaderElectionID:        o.LeaderElectionID,
+		// Release the lease on shutdown so a new leader takes over at once.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("Tag cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+
+	plain, err := plainHTTPMatcher(o.PlainHTTPRegistries)
+	if err != nil {
+		return err
+	}
+	resolver := upstream.New(upstream.Options{
+		HTTPClient: &http.Client{Timeout: o.UpstreamTimeout},
+		PlainHTTP:  plain,
+		UserAgent:  "tagger-controller",
+	})
+	r := &tagcontroller.Reconciler{
+		Client:       mgr.GetClient(),
+		SecretReader: mgr.GetAPIReader(),
+		Resolver:     resolver,
+		Recorder:     mgr.GetEventRecorder("tagger-controller"),
+		Log:          log.WithField("component", "tag-controller"),
+	}
+	if err := r.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
+		return fmt.Errorf("set up Tag controller: %w", err)
+	}
+	log.WithFields(logrus.Fields{"metrics": metricsAddr, "health": o.HealthAddr, "leaderElect": o.LeaderElect}).Info("starting tagger controller")
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// plainHTTPMatcher validates the patterns once and returns the matcher.
+func plainHTTPMatcher(patterns []string) (func(string) bool, error) {
+	ps := slices.Clone(patterns)
+	for _, p := range ps {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("plain-http registry pattern %q: %w", p, err)
+		}
+	}
+	return func(host string) bool {
+		return slices.ContainsFunc(ps, func(p string) bool {
+			ok, _ := path.Match(p, host)
+			return ok
+		})
+	}, nil
+}

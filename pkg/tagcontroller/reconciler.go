@@ -1,0 +1,338 @@
+// Package tagcontroller reconciles Tags: it checks the upstream tag, records a
+// generation when the digest moved, chooses the served generation, prunes the
+// history and reports conditions, Events and metrics. It is level-based: every
+// decision is derived from the Tag's spec and status, so a restart loses nothing.
+package tagcontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/upstream"
+)
+
+// Resolver is the upstream registry seam: a HEAD resolve of a tag, and the
+// platforms of a digest (read only when the digest is new).
+type Resolver interface {
+	Resolve(ctx context.Context, ref pins.Reference, creds upstream.Credentials) (upstream.Descriptor, error)
+	Platforms(ctx context.Context, ref pins.Reference, d upstream.Descriptor, creds upstream.Credentials) ([]string, error)
+}
+
+// Reconciler reconciles Tag objects.
+type Reconciler struct {
+	// Client reads Tags from the cache and writes their status.
+	Client client.Client
+	// SecretReader reads the one Secret a Tag names, uncached, so the
+	// controller never lists or watches Secrets.
+	SecretReader client.Reader
+	Resolver     Resolver
+	Recorder     events.EventRecorder
+	Log          logrus.FieldLogger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	mu         sync.Mutex
+	retryAfter map[string]time.Duration // upstream-requested waits, per Tag name
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile brings one Tag's status in line with its spec and the upstream.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var tag v1alpha1.Tag
+	if err := r.Client.Get(ctx, req.NamespacedName, &tag); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.setRetryAfter(req.Name, 0)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
+	}
+	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
+	orig := tag.Status.DeepCopy()
+	st := &tag.Status
+	now := r.now()
+
+	ref, err := pins.ParseReference(tag.Spec.Image)
+	if err != nil {
+		// Admission validation should have caught it; report and keep serving.
+		r.setCondition(&tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, "InvalidImage", err.Error())
+		r.serve(&tag, log)
+		r.finish(&tag)
+		return ctrl.Result{}, r.writeStatus(ctx, &tag, orig)
+	}
+	st.Image = ref.String()
+
+	winner, err := r.conflictWinner(ctx, &tag, ref)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if winner != "" {
+		msg := fmt.Sprintf("Tag %q is older and already pins %s; this Tag is not served until that one is deleted", winner, ref)
+		r.setCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionTrue, "ImageAlreadyPinned", msg)
+		r.setCondition(&tag, v1alpha1.ConditionReady, metav1.ConditionFalse, "Conflict", msg)
+		r.finish(&tag)
+		return ctrl.Result{}, r.writeStatus(ctx, &tag, orig)
+	}
+	r.setCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict", "no older Tag pins "+ref.String())
+
+	if reason := checkDue(&tag, now, r.getRetryAfter(tag.Name)); reason != "" {
+		log.WithField("reason", string(reason)).Debug("checking upstream")
+		r.check(ctx, &tag, ref, now, log)
+	}
+	r.serve(&tag, log)
+	r.prune(&tag)
+	r.finish(&tag)
+	if err := r.writeStatus(ctx, &tag, orig); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	var res ctrl.Result
+	if next := nextCheck(&tag, r.getRetryAfter(tag.Name)); !next.IsZero() {
+		res.RequeueAfter = max(next.Sub(r.now()), time.Second)
+	}
+	return res, nil
+}
+
+// check resolves the upstream tag once and records a generation when the
+// digest moved. A failed check changes neither the history nor the served pin.
+func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference, now time.Time, log logrus.FieldLogger) {
+	start := time.Now()
+	obs, err := r.observe(ctx, tag, ref)
+	checkDuration.Observe(time.Since(start).Seconds())
+	st := &tag.Status
+	if err != nil {
+		failures := int32(1)
+		if st.LastCheck != nil && st.LastCheck.Result == v1alpha1.CheckFailed {
+			failures = st.LastCheck.ConsecutiveFailures + 1
+		}
+		st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: v1alpha1.CheckFailed, Message: err.Error(), ConsecutiveFailures: failures}
+		wait, _ := upstream.RetryAfter(err)
+		r.setRetryAfter(tag.Name, wait)
+		r.setCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
+		checksTotal.WithLabelValues(v1alpha1.CheckFailed).Inc()
+		log.WithError(err).WithField("failures", failures).Warn("upstream check failed; pin unchanged")
+		return
+	}
+	r.setRetryAfter(tag.Name, 0)
+	history, added := pins.Record(st.Generations, obs, metav1.NewTime(now))
+	result := v1alpha1.CheckUnchanged
+	msg := fmt.Sprintf("%s is still %s", ref, obs.Digest)
+	if added {
+		st.Generations = history
+		g := history[0]
+		result = v1alpha1.CheckNewGeneration
+		msg = fmt.Sprintf("%s moved to %s: generation %d", ref, g.Digest, g.Generation)
+		generationsTotal.Inc()
+		r.event(tag, corev1.EventTypeNormal, "NewGeneration", "Check", msg)
+		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest}).Info("recorded new generation")
+	}
+	st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: result, Message: msg}
+	r.setCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionTrue, result, msg)
+	checksTotal.WithLabelValues(result).Inc()
+}
+
+// observe does the upstream I/O of one check: a HEAD, and for a digest not
+// seen before, one read of its platforms.
+func (r *Reconciler) observe(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (pins.Observation, error) {
+	creds, err := r.credentials(ctx, tag, ref)
+	if err != nil {
+		return pins.Observation{}, err
+	}
+	desc, err := r.Resolver.Resolve(ctx, ref, creds)
+	if err != nil {
+		return pins.Observation{}, err
+	}
+	obs := pins.Observation{Image: ref.String(), Digest: desc.Digest.String(), MediaType: desc.MediaType, Size: desc.Size}
+	if !pins.IsNew(tag.Status.Generations, obs) {
+		return obs, nil
+	}
+	obs.Platforms, err = r.Resolver.Platforms(ctx, ref, desc, creds)
+	if err != nil {
+		return pins.Observation{}, err
+	}
+	return obs, nil
+}
+
+// credentials reads the dockerconfigjson Secret the Tag names, if any.
+func (r *Reconciler) credentials(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (upstream.Credentials, error) {
+	sr := tag.Spec.PullSecretRef
+	if sr == nil {
+		return upstream.Credentials{}, nil
+	}
+	var sec corev1.Secret
+	if err := r.SecretReader.Get(ctx, client.ObjectKey{Namespace: sr.Namespace, Name: sr.Name}, &sec); err != nil {
+		return upstream.Credentials{}, &secretError{fmt.Errorf("read pull secret %s/%s: %w", sr.Namespace, sr.Name, err)}
+	}
+	data, ok := sec.Data[corev1.DockerConfigJsonKey]
+	if !ok {
+		return upstream.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s has no %s key (want type %s)", sr.Namespace, sr.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}
+	}
+	creds, found, err := upstream.CredentialsFromDockerConfig(data, ref.Registry)
+	if err != nil {
+		return upstream.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s: %w", sr.Namespace, sr.Name, err)}
+	}
+	if !found {
+		return upstream.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s has no credentials for %s", sr.Namespace, sr.Name, ref.Registry)}
+	}
+	return creds, nil
+}
+
+type secretError struct{ error }
+
+func (e *secretError) Unwrap() error { return e.error }
+
+func failureReason(err error) string {
+	var se *secretError
+	switch {
+	case errors.As(err, &se):
+		return "PullSecretError"
+	case upstream.IsNotFound(err):
+		return "NotFound"
+	case upstream.IsUnauthorized(err):
+		return "Unauthorized"
+	}
+	if _, ok := upstream.RetryAfter(err); ok {
+		return "RateLimited"
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) && ue.StatusCode >= 500 {
+		return "UpstreamError"
+	}
+	return "Unreachable"
+}
+
+// serve chooses the served generation from the spec and the history; a
+// spec.generation that names nothing recorded keeps the previous one served.
+func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
+	st := &tag.Status
+	prev := st.ServedGeneration
+	g, reason := pins.Serve(st.Generations, tag.Spec.Generation, prev)
+	st.ServedGeneration, st.ServedDigest = g.Generation, g.Digest
+	switch reason {
+	case pins.ServeNewest, pins.ServePinned:
+		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionTrue, string(reason),
+			fmt.Sprintf("serving generation %d (%s)", g.Generation, g.Digest))
+	case pins.ServeNone:
+		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason),
+			"no generation recorded yet: the upstream tag has not been resolved")
+	case pins.ServeMissingKeepPrevious:
+		msg := fmt.Sprintf("spec.generation %d is not in the history (%s)", *tag.Spec.Generation, historyRange(st.Generations))
+		if g.Generation > 0 {
+			msg += fmt.Sprintf("; still serving generation %d", g.Generation)
+		} else {
+			msg += "; nothing is served"
+		}
+		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason), msg)
+	}
+	if g.Generation != prev && g.Generation != 0 {
+		msg := fmt.Sprintf("serving generation %d (%s), was %d", g.Generation, g.Digest, prev)
+		r.event(tag, corev1.EventTypeNormal, "ServedGenerationChanged", "Serve", msg)
+		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest, "previous": prev}).Info("served generation changed")
+	}
+}
+
+func historyRange(h []v1alpha1.Generation) string {
+	if len(h) == 0 {
+		return "the history is empty"
+	}
+	return fmt.Sprintf("recorded: %d..%d, %d kept", h[len(h)-1].Generation, h[0].Generation, len(h))
+}
+
+func (r *Reconciler) prune(tag *v1alpha1.Tag) {
+	limit := int(tag.Spec.HistoryLimit)
+	if limit == 0 {
+		limit = v1alpha1.DefaultHistoryLimit
+	}
+	tag.Status.Generations, _ = pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
+}
+
+// finish fills the derived status fields the printer columns show.
+func (r *Reconciler) finish(tag *v1alpha1.Tag) {
+	st := &tag.Status
+	st.ObservedGeneration = tag.Generation
+	st.CheckAnnotation = tag.Annotations[v1alpha1.CheckAnnotation]
+	st.LatestGeneration = 0
+	if g, ok := pins.Newest(st.Generations); ok {
+		st.LatestGeneration = g.Generation
+	}
+	st.ServedShortDigest = shortDigest(st.ServedDigest)
+	st.CachedServed = false
+	if g, ok := pins.Find(st.Generations, st.ServedGeneration); ok {
+		st.CachedServed = g.Cached
+	}
+}
+
+func shortDigest(d string) string {
+	const n = len("sha256:") + 12
+	if len(d) > n {
+		return d[:n]
+	}
+	return d
+}
+
+func (r *Reconciler) setCondition(tag *v1alpha1.Tag, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&tag.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: tag.Generation,
+	})
+}
+
+func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(tag, nil, typ, reason, action, "%s", msg)
+	}
+}
+
+// writeStatus writes the status when it changed. A Tag deleted meanwhile is
+// not an error; a conflict is returned so the request is retried on the
+// fresh object.
+func (r *Reconciler) writeStatus(ctx context.Context, tag *v1alpha1.Tag, orig *v1alpha1.TagStatus) error {
+	if equality.Semantic.DeepEqual(orig, &tag.Status) {
+		return nil
+	}
+	if err := r.Client.Status().Update(ctx, tag); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("update status of Tag %s: %w", tag.Name, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) getRetryAfter(name string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.retryAfter[name]
+}
+
+func (r *Reconciler) setRetryAfter(name string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d <= 0 {
+		delete(r.retryAfter, name)
+		return
+	}
+	if r.retryAfter == nil {
+		r.retryAfter = map[string]time.Duration{}
+	}
+	r.retryAfter[name] = d
+}

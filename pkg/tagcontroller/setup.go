@@ -1,0 +1,103 @@
+package tagcontroller
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/pins"
+)
+
+// imageIndex indexes Tags by their normalized spec.image, for conflict checks.
+const imageIndex = "tagger.dev/normalized-image"
+
+func normalizedImage(o client.Object) []string {
+	tag, ok := o.(*v1alpha1.Tag)
+	if !ok {
+		return nil
+	}
+	ref, err := pins.ParseReference(tag.Spec.Image)
+	if err != nil {
+		return nil
+	}
+	return []string{ref.String()}
+}
+
+// SetupWithManager registers the reconciler. maxConcurrent bounds the checks
+// in flight at once.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, maxConcurrent int) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Tag{}, imageIndex, normalizedImage); err != nil {
+		return fmt.Errorf("index Tags by image: %w", err)
+	}
+	// Status writes are ours: only spec (generation) and annotation changes,
+	// creates and deletes start a reconcile; timed re-checks come from RequeueAfter.
+	changed := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{})
+	// A Tag appearing or going away can change who wins its image.
+	createDelete := predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return true },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return imageChanged(e.ObjectOld, e.ObjectNew) },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("tag").
+		For(&v1alpha1.Tag{}, builder.WithPredicates(changed)).
+		Watches(&v1alpha1.Tag{}, handler.EnqueueRequestsFromMapFunc(r.sameImage), builder.WithPredicates(createDelete)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrent}).
+		Complete(r)
+}
+
+func imageChanged(a, b client.Object) bool {
+	na, nb := normalizedImage(a), normalizedImage(b)
+	return len(na) != len(nb) || (len(na) == 1 && na[0] != nb[0])
+}
+
+// sameImage maps a Tag event to the other Tags claiming the same image.
+func (r *Reconciler) sameImage(ctx context.Context, o client.Object) []reconcile.Request {
+	imgs := normalizedImage(o)
+	if len(imgs) == 0 {
+		return nil
+	}
+	var list v1alpha1.TagList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{imageIndex: imgs[0]}); err != nil {
+		r.Log.WithError(err).WithField("image", imgs[0]).Warn("list Tags for conflict check")
+		return nil
+	}
+	var out []reconcile.Request
+	for _, t := range list.Items {
+		if t.Name != o.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: t.Name}})
+		}
+	}
+	return out
+}
+
+// conflictWinner returns the name of an older Tag that wins ref over tag, or "".
+func (r *Reconciler) conflictWinner(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (string, error) {
+	var list v1alpha1.TagList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{imageIndex: ref.String()}); err != nil {
+		return "", fmt.Errorf("list Tags for image %s: %w", ref, err)
+	}
+	claims := make([]pins.Claim, 0, len(list.Items)+1)
+	self := pins.Claim{Name: tag.Name, Image: ref.String(), Created: tag.CreationTimestamp.Time}
+	claims = append(claims, self)
+	for _, t := range list.Items {
+		if t.Name != tag.Name && t.DeletionTimestamp == nil {
+			claims = append(claims, pins.Claim{Name: t.Name, Image: ref.String(), Created: t.CreationTimestamp.Time})
+		}
+	}
+	if w := pins.Winners(claims)[ref.String()]; w != tag.Name {
+		return w, nil
+	}
+	return "", nil
+}
