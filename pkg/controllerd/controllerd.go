@@ -8,8 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path"
-	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,6 +21,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/tagcontroller"
 	"github.com/tagger-project/tagger/pkg/upstream"
 )
@@ -103,7 +102,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		return fmt.Errorf("add readyz check: %w", err)
 	}
 
-	plain, err := plainHTTPMatcher(o.PlainHTTPRegistries)
+	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
 	if err != nil {
 		return err
 	}
@@ -129,18 +128,3 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	return nil
 }
 
-// plainHTTPMatcher validates the patterns once and returns the matcher.
-func plainHTTPMatcher(patterns []string) (func(string) bool, error) {
-	ps := slices.Clone(patterns)
-	for _, p := range ps {
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("plain-http registry pattern %q: %w", p, err)
-		}
-	}
-	return func(host string) bool {
-		return slices.ContainsFunc(ps, func(p string) bool {
-			ok, _ := path.Match(p, host)
-			return ok
-		})
-	}, nil
-}

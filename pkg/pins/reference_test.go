@@ -75,3 +75,25 @@ func TestRegistryFromNS(t *testing.T) {
 		}
 	}
 }
+
+func TestHostMatcher(t *testing.T) {
+	m, err := HostMatcher([]string{"127.0.0.1:*", "*.svc.cluster.local:5000", "registry.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{
+		"127.0.0.1:5000":                         true,
+		"127.0.0.1":                              false,
+		"tagger-registry.svc.cluster.local:5000": true,
+		"registry.local":                         true,
+		"registry.local:443":                     false,
+		"docker.io":                              false,
+	} {
+		if got := m(host); got != want {
+			t.Errorf("match %q = %v, want %v", host, got, want)
+		}
+	}
+	if _, err := HostMatcher([]string{"[bad"}); err == nil {
+		t.Error("bad pattern accepted")
+	}
+}
