@@ -1,0 +1,195 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tagger-project/tagger/pkg/pins"
+)
+
+// maxManifestSize bounds what is read of a manifest, as containerd does.
+const maxManifestSize = 4 << 20
+
+// Manifest media types, and the Accept sent when containerd sent none:
+// distribution answers 404 to a GET of an OCI manifest whose Accept does not
+// name it (only "*/*", or nothing).
+const (
+	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+var (
+	defaultAccept = []string{
+		ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest,
+		mediaTypeDockerManifestList, mediaTypeDockerManifest,
+	}
+	// defaultAcceptHeader is defaultAccept as one header line: some
+	// registries read only the first Accept line.
+	defaultAcceptHeader = []string{strings.Join(defaultAccept, ", ")}
+)
+
+// writePinHeaders sets the headers of a pinned tag from the pin alone. This
+// is containerd's resolve (a HEAD), the hot path: the three value slices
+// share one allocation.
+func writePinHeaders(w http.ResponseWriter, p *pins.Pin) {
+	h := w.Header()
+	vals := make([]string, 3)
+	vals[0] = p.Digest
+	h["Docker-Content-Digest"] = vals[0:1:1]
+	if p.MediaType != "" {
+		vals[1] = p.MediaType
+		h["Content-Type"] = vals[1:2:2]
+	}
+	// A pin with an unknown size gets no Content-Length: containerd then
+	// GETs the manifest from us, rather than recording a size of 0.
+	if p.Size > 0 {
+		vals[2] = strconv.FormatInt(p.Size, 10)
+		h["Content-Length"] = vals[2:3:3]
+	}
+}
+
+// serveManifestGET sends the bytes of exactly the pinned digest: from the
+// bundled registry, else from the upstream by digest, verified against the
+// pin's digest and size before anything is written.
+//
+// When neither source produces them the answer is 503, not 404. The tag is
+// pinned, so MANIFEST_UNKNOWN would be false. For containerd the two are the
+// same on an ordinary mirror (any status above 399 moves on to the next
+// host), but on a strict registry, where the mirror is the last host,
+// containerd retries a 503 and gives up on a 404 at once; and a transient
+// failure here should be retried, not reported as a missing image.
+func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pins.Pin) result {
+	if !validDigest(p.Digest) {
+		h.log.WithFields(logrus.Fields{"pin": p.Ref.String(), "digest": p.Digest}).Warn("pin has an invalid digest; not serving it")
+		errPinnedUnavailable.write(w, r)
+		return resultError
+	}
+	if p.Size > maxManifestSize {
+		h.log.WithFields(logrus.Fields{"pin": p.Ref.String(), "size": p.Size}).Warn("pinned manifest is larger than the mirror serves")
+		errPinnedUnavailable.write(w, r)
+		return resultError
+	}
+	accept := r.Header.Values("Accept")
+	acceptHdr := accept
+	if len(accept) == 0 {
+		accept, acceptHdr = defaultAccept, defaultAcceptHeader
+	}
+	body, mediaType, err := h.pinnedManifest(r.Context(), p, accept, acceptHdr)
+	if err != nil {
+		if r.Context().Err() == nil {
+			h.log.WithError(err).WithField("pin", p.Ref.String()).Warn("pinned manifest not served; answered 503")
+		}
+		errPinnedUnavailable.write(w, r)
+		return resultError
+	}
+	hd := w.Header()
+	hd["Docker-Content-Digest"] = []string{p.Digest}
+	if mediaType != "" {
+		hd["Content-Type"] = []string{mediaType}
+	}
+	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	n, err := w.Write(body)
+	h.metrics.addBytes(int64(n))
+	if err != nil {
+		return resultError
+	}
+	return resultPinnedHit
+}
+
+// pinnedManifest returns the verified bytes of the pin's manifest and their
+// media type: from the bundled registry, else from the upstream.
+func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, acceptHdr []string) ([]byte, string, error) {
+	dgst := digest.Digest(p.Digest)
+	bundledErr := errNoRegistry
+	if h.registry != "" {
+		body, err := h.bundledManifest(ctx, p, acceptHdr)
+		if err == nil {
+			err = verify(body, dgst, p.Size)
+		}
+		if err == nil {
+			return body, p.MediaType, nil
+		}
+		if !errors.Is(err, errNotCached) && ctx.Err() == nil {
+			h.log.WithError(err).WithField("pin", p.Ref.String()).Warn("bundled registry: pinned manifest not served from it")
+		}
+		bundledErr = err
+	}
+	if h.upstream == nil {
+		return nil, "", fmt.Errorf("%s@%s: %w, and no upstream fetcher", p.Ref.Name(), p.Digest, bundledErr)
+	}
+	body, mt, err := h.upstream.FetchManifest(ctx, p.Ref, dgst, accept)
+	if err == nil {
+		err = verify(body, dgst, p.Size)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("%s@%s: bundled registry: %w; upstream: %w", p.Ref.Name(), p.Digest, bundledErr, err)
+	}
+	if p.MediaType != "" {
+		mt = p.MediaType
+	}
+	return body, mt, nil
+}
+
+var (
+	// errNotCached: the bundled registry answered 404; not worth a warning.
+	errNotCached  = errors.New("not in the bundled registry")
+	errNoRegistry = errors.New("no bundled registry configured")
+)
+
+// bundledManifest reads the pinned manifest by digest from the bundled
+// registry, forwarding containerd's Accept.
+func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []string) ([]byte, error) {
+	u := h.registry + "/v2/" + p.Ref.CacheRepository() + "/manifests/" + p.Digest
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", u, err)
+	}
+	req.Header["Accept"] = accept
+	req.Header.Set("Accept-Encoding", "identity")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", u, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, errNotCached
+	default:
+		return nil, fmt.Errorf("get %s: unexpected status %s", u, resp.Status)
+	}
+	limit := int64(maxManifestSize)
+	if p.Size > 0 {
+		limit = p.Size
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("get %s: read body: %w", u, err)
+	}
+	return body, nil
+}
+
+// verify checks a manifest against the pinned digest and, when known, size.
+func verify(body []byte, dgst digest.Digest, size int64) error {
+	if size > 0 && int64(len(body)) != size {
+		return fmt.Errorf("manifest %s: got %d bytes, pinned size is %d", dgst, len(body), size)
+	}
+	if len(body) > maxManifestSize {
+		return fmt.Errorf("manifest %s: more than %d bytes", dgst, maxManifestSize)
+	}
+	if got := dgst.Algorithm().FromBytes(body); got != dgst {
+		return fmt.Errorf("manifest %s: content hashes to %s", dgst, got)
+	}
+	return nil
+}

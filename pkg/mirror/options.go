@@ -1,0 +1,117 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tagger-project/tagger/pkg/pins"
+)
+
+// ManifestFetcher reads a manifest by digest from the upstream registry; the
+// mirror uses it for a pinned tag's GET when the bundled registry does not
+// have the pinned manifest.
+type ManifestFetcher interface {
+	FetchManifest(ctx context.Context, ref pins.Reference, dgst digest.Digest, accept []string) (body []byte, mediaType string, err error)
+}
+
+// Options configure a Handler.
+type Options struct {
+	// Table is the pin table to serve; required.
+	Table *pins.Table
+	// RegistryURL is the bundled registry's base URL
+	// ("http://tagger-registry.tagger-system.svc:5000"). Empty means there is
+	// none: content by digest is always answered 404.
+	RegistryURL string
+	// Upstream fetches a pinned manifest by digest when the bundled registry
+	// lacks it; may be nil.
+	Upstream ManifestFetcher
+	// HTTPClient talks to the bundled registry; nil means a client with
+	// short dial and header timeouts (see defaultClient). It should follow
+	// redirects, as http.Client does by default: a 3xx it returns is
+	// answered 404, never passed on.
+	HTTPClient *http.Client
+	// Metrics, if nil, are created unregistered.
+	Metrics *Metrics
+	// Log, if nil, discards.
+	Log logrus.FieldLogger
+}
+
+// New returns the mirror handler. It is a plain http.Handler on purpose:
+// http.ServeMux would answer paths with ".." or "//" with a 301, and
+// containerd fails hard on a redirect it does not follow.
+func New(o Options) (*Handler, error) {
+	if o.Table == nil {
+		return nil, errors.New("mirror: Options.Table is required")
+	}
+	h := &Handler{
+		table:    o.Table,
+		upstream: o.Upstream,
+		client:   o.HTTPClient,
+		metrics:  o.Metrics,
+		log:      o.Log,
+	}
+	if o.RegistryURL != "" {
+		u, err := url.Parse(o.RegistryURL)
+		if err != nil {
+			// url.Error quotes the whole URL, credentials included.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, fmt.Errorf("mirror: parse bundled registry URL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, fmt.Errorf("mirror: bundled registry URL %q: want http(s)://host[:port][/path] without credentials", u.Redacted())
+		}
+		h.registry = strings.TrimRight(u.String(), "/")
+	}
+	if h.client == nil {
+		h.client = defaultClient()
+	}
+	if h.metrics == nil {
+		h.metrics = NewMetrics(nil)
+	}
+	if h.log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		h.log = l
+	}
+	h.debug = debugEnabled(h.log)
+	return h, nil
+}
+
+// defaultClient is for a registry in the same cluster: connecting must be
+// quick (containerd waits on us before trying upstream), streaming a large
+// blob must not be cut off, so there is no overall timeout; the request's
+// context ends it when containerd goes away.
+func defaultClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.ResponseHeaderTimeout = 30 * time.Second
+	t.MaxIdleConnsPerHost = 32
+	// Content is addressed by digest; transparent gunzip would change bytes
+	// and lengths.
+	t.DisableCompression = true
+	return &http.Client{Transport: t}
+}
+
+// debugEnabled returns a cheap check of whether debug logs would be written,
+// so the hot path builds no log fields for nothing.
+func debugEnabled(l logrus.FieldLogger) func() bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return func() bool { return l.IsLevelEnabled(logrus.DebugLevel) }
+	case *logrus.Entry:
+		return func() bool { return l.Logger.IsLevelEnabled(logrus.DebugLevel) }
+	}
+	return func() bool { return true }
+}
