@@ -1,0 +1,203 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit).
+*/}}
+{{- define "tagger.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name prefix. Component suffixes (up to "-controller-metrics",
+19 characters) must still fit in 63, so the prefix is cut to 40.
+*/}}
+{{- define "tagger.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tagger.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every resource.
+*/}}
+{{- define "tagger.labels" -}}
+helm.sh/chart: {{ include "tagger.chart" . }}
+{{ include "tagger.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tagger
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels shared by all components; add app.kubernetes.io/component.
+*/}}
+{{- define "tagger.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tagger.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels and selector labels of one component:
+  include "tagger.componentLabels" (list . "controller")
+*/}}
+{{- define "tagger.componentLabels" -}}
+{{ include "tagger.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "tagger.componentSelectorLabels" -}}
+{{ include "tagger.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/*
+The tagger image: repository@digest when a digest is set, else
+repository:tag with the tag defaulting to appVersion.
+*/}}
+{{- define "tagger.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{- define "tagger.registry.image" -}}
+{{- $img := .Values.registry.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository ($img.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* Component names. */}}
+{{- define "tagger.controller.fullname" -}}
+{{- printf "%s-controller" (include "tagger.fullname" .) }}
+{{- end }}
+
+{{- define "tagger.nodeAgent.fullname" -}}
+{{- printf "%s-node-agent" (include "tagger.fullname" .) }}
+{{- end }}
+
+{{- define "tagger.registry.fullname" -}}
+{{- printf "%s-registry" (include "tagger.fullname" .) }}
+{{- end }}
+
+{{/* ServiceAccount names. */}}
+{{- define "tagger.controller.serviceAccountName" -}}
+{{- if .Values.controller.serviceAccount.create }}
+{{- default (include "tagger.controller.fullname" .) .Values.controller.serviceAccount.name }}
+{{- else }}
+{{- required "controller.serviceAccount.name is required when controller.serviceAccount.create is false" .Values.controller.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tagger.nodeAgent.serviceAccountName" -}}
+{{- if .Values.nodeAgent.serviceAccount.create }}
+{{- default (include "tagger.nodeAgent.fullname" .) .Values.nodeAgent.serviceAccount.name }}
+{{- else }}
+{{- required "nodeAgent.serviceAccount.name is required when nodeAgent.serviceAccount.create is false" .Values.nodeAgent.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tagger.registry.serviceAccountName" -}}
+{{- if .Values.registry.serviceAccount.create }}
+{{- default (include "tagger.registry.fullname" .) .Values.registry.serviceAccount.name }}
+{{- else }}
+{{- required "registry.serviceAccount.name is required when registry.serviceAccount.create is false" .Values.registry.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+URL the node agents read the bundled registry at.
+*/}}
+{{- define "tagger.registry.url" -}}
+{{- if .Values.nodeAgent.registryURL }}
+{{- .Values.nodeAgent.registryURL }}
+{{- else if .Values.registry.enabled }}
+{{- printf "http://%s.%s.svc:%v" (include "tagger.registry.fullname" .) .Release.Namespace .Values.registry.service.port }}
+{{- end }}
+{{- end }}
+
+{{/*
+Registry settings checked once, where they are used: storage type, the
+replica rule, required s3 fields.
+*/}}
+{{- define "tagger.registry.validate" -}}
+{{- $r := .Values.registry }}
+{{- if not (has $r.storage.type (list "filesystem" "s3")) }}
+{{- fail (printf "registry.storage.type must be \"filesystem\" or \"s3\", got %q" (toString $r.storage.type)) }}
+{{- end }}
+{{- if lt (int $r.replicas) 1 }}
+{{- fail (printf "registry.replicas must be at least 1, got %v" $r.replicas) }}
+{{- end }}
+{{- if and (gt (int $r.replicas) 1) (eq $r.storage.type "filesystem") }}
+{{- fail (printf "registry.replicas=%v needs registry.storage.type=s3: filesystem storage lives on one volume and supports a single registry replica (set registry.replicas=1, or move to S3-compatible storage)" $r.replicas) }}
+{{- end }}
+{{- if and (gt (int $r.replicas) 1) (not $r.httpSecret.existingSecret) }}
+{{- fail (printf "registry.replicas=%v needs registry.httpSecret.existingSecret: replicas must share one http.secret or uploads that cross replicas fail (kubectl -n %s create secret generic tagger-registry-http --from-literal=%s=\"$(openssl rand -hex 32)\")" $r.replicas .Release.Namespace $r.httpSecret.key) }}
+{{- end }}
+{{- if eq $r.storage.type "s3" }}
+{{- if not $r.storage.s3.bucket }}
+{{- fail "registry.storage.s3.bucket is required when registry.storage.type=s3" }}
+{{- end }}
+{{- if not $r.storage.s3.region }}
+{{- fail "registry.storage.s3.region is required when registry.storage.type=s3 (any value, e.g. us-east-1, when regionendpoint names a non-AWS store)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the gc CronJob can run: a second pod must be able to open the store
+while the registry serves (s3, or a ReadWriteMany volume).
+*/}}
+{{- define "tagger.registry.gcRuns" -}}
+{{- $r := .Values.registry }}
+{{- if and $r.enabled $r.gc.enabled (or (eq $r.storage.type "s3") (and $r.persistence.enabled (eq $r.persistence.accessMode "ReadWriteMany"))) }}true{{- end }}
+{{- end }}
+
+{{- define "tagger.registry.claimName" -}}
+{{- default (include "tagger.registry.fullname" .) .Values.registry.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+Environment shared by the registry and its gc job: no trace exporter (the
+registry otherwise keeps trying localhost:4318), the upload-state secret and
+the s3 credentials.
+*/}}
+{{- define "tagger.registry.env" -}}
+- name: OTEL_TRACES_EXPORTER
+  value: none
+{{- with .Values.registry.httpSecret.existingSecret }}
+- name: REGISTRY_HTTP_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.registry.httpSecret.key }}
+{{- end }}
+{{- if and (eq .Values.registry.storage.type "s3") .Values.registry.storage.s3.existingSecret }}
+- name: REGISTRY_STORAGE_S3_ACCESSKEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.registry.storage.s3.existingSecret }}
+      key: {{ .Values.registry.storage.s3.accessKeyKey }}
+- name: REGISTRY_STORAGE_S3_SECRETKEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.registry.storage.s3.existingSecret }}
+      key: {{ .Values.registry.storage.s3.secretKeyKey }}
+{{- end }}
+{{- end }}
