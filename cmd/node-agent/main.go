@@ -1,23 +1,79 @@
-// Command node-agent will serve the pin-aware containerd mirror on every node
-// (see DESIGN.md section 3). Until then it parses its flags and exits, so the
-// image and chart can already ship it.
+// Command node-agent runs on every node: it serves the pin-aware mirror
+// containerd asks first, writes containerd's hosts.toml files, and keeps the
+// node's local image records at the served digests.
+//
+//	node-agent [flags]           run
+//	node-agent cleanup [flags]   remove our hosts.toml files, restore the backups
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/nodeagent"
 )
 
 func main() {
-	fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
-	fs.String("kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
-	fs.String("listen", "127.0.0.1:5050", "address of the mirror containerd asks first")
-	fs.String("hosts-dir", "/etc/containerd/certs.d", "containerd hosts.toml directory (config_path)")
-	fs.String("registry-url", "", "URL of the bundled registry")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "node-agent:", err)
+		os.Exit(1)
 	}
-	fmt.Fprintln(os.Stderr, "node-agent: the mirror is not implemented yet (issue: node agent)")
-	os.Exit(1)
+}
+
+func run(args []string) error {
+	cleanup := len(args) > 0 && args[0] == "cleanup"
+	if cleanup {
+		args = args[1:]
+	}
+	o := nodeagent.DefaultOptions()
+	fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	strict := fs.String("strict-registries", "", "comma-separated registry patterns with no upstream fallback: pulls fail when the agent is down")
+	plain := fs.String("plain-http-registries", "", "comma-separated registry patterns whose upstream is plain http://")
+	fs.StringVar(&o.Listen, "listen", o.Listen, "mirror listen address (containerd asks it first)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics listen address (\"0\" disables)")
+	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz listen address (\"0\" disables)")
+	fs.StringVar(&o.HostsDir, "hosts-dir", o.HostsDir, "containerd registry hosts directory (its config_path)")
+	fs.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd config file, checked at start")
+	fs.StringVar(&o.CRIEndpoint, "cri-endpoint", o.CRIEndpoint, "CRI socket for local image convergence (\"\" disables)")
+	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "URL of the bundled registry")
+	fs.DurationVar(&o.DialTimeout, "dial-timeout", o.DialTimeout, "dial_timeout on our hosts.toml entry: how fast containerd falls back when the agent is down")
+	fs.IntVar(&o.ConvergeWorkers, "converge-workers", o.ConvergeWorkers, "concurrent CRI pulls when converging local images")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.StrictRegistries, o.PlainHTTPRegistries = split(*strict), split(*plain)
+	if cleanup {
+		return nodeagent.Cleanup(o)
+	}
+	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = *kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return nodeagent.Run(ctx, cfg, o, log)
+}
+
+func split(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
