@@ -15,6 +15,8 @@ type Handler struct {
 	table    *pins.Table
 	registry string // base URL without trailing '/', or ""
 	upstream ManifestFetcher
+	content  ContentOpener
+	strict   func(registry string) bool
 	client   *http.Client
 	metrics  *Metrics
 	log      logrus.FieldLogger
@@ -94,8 +96,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (kind, result) {
 	}
 	// reg and repo name a pinned repository here, so the URL built from
 	// them names only what the node agent put in the bundled registry.
-	cacheRepo := pins.Reference{Registry: reg, Repository: repo}.CacheRepository()
-	return rt.kind, h.proxy(w, r, rt.kind, cacheRepo, rt.ref)
+	return rt.kind, h.proxy(w, r, rt.kind, pins.Reference{Registry: reg, Repository: repo}, rt.ref)
 }
 
 var (

@@ -24,6 +24,12 @@ type ManifestFetcher interface {
 }
 
 // Options configure a Handler.
+// ContentOpener opens a manifest or blob by digest at the upstream registry
+// for streaming (kind "manifests" or "blobs"); the caller closes the body.
+type ContentOpener interface {
+	Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string) (*http.Response, error)
+}
+
 type Options struct {
 	// Table is the pin table to serve; required.
 	Table *pins.Table
@@ -34,6 +40,12 @@ type Options struct {
 	// Upstream fetches a pinned manifest by digest when the bundled registry
 	// lacks it; may be nil.
 	Upstream ManifestFetcher
+	// Content streams by-digest content from the upstream for strict
+	// registries, where containerd has no other host to fall back to. Nil:
+	// never.
+	Content ContentOpener
+	// Strict reports the registries whose hosts.toml names only the mirror.
+	Strict func(registry string) bool
 	// HTTPClient talks to the bundled registry; nil means a client with
 	// short dial and header timeouts (see defaultClient). It should follow
 	// redirects, as http.Client does by default: a 3xx it returns is
@@ -55,6 +67,8 @@ func New(o Options) (*Handler, error) {
 	h := &Handler{
 		table:    o.Table,
 		upstream: o.Upstream,
+		content:  o.Content,
+		strict:   o.Strict,
 		client:   o.HTTPClient,
 		metrics:  o.Metrics,
 		log:      o.Log,
@@ -76,6 +90,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if h.client == nil {
 		h.client = defaultClient()
+	}
+	if h.strict == nil {
+		h.strict = func(string) bool { return false }
 	}
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)

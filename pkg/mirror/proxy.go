@@ -7,7 +7,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
+
+	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 const userAgent = "tagger-mirror"
@@ -27,64 +30,23 @@ var passHeaders = []string{"Content-Type", "Docker-Content-Digest", "Etag", "Acc
 // bundled registry. Anything but a 200 or 206 from it (404, an error status,
 // an unreachable registry, no registry, a redirect the client did not
 // follow) becomes a 404: containerd then fetches that digest upstream, which
-// is still the pinned content because it is addressed by digest.
-func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, k kind, cacheRepo, dgst string) result {
+// is still the pinned content because it is addressed by digest. A strict
+// registry has no upstream host in hosts.toml, so there the mirror itself
+// streams the digest from the upstream instead.
+func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, k kind, repo pins.Reference, dgst string) result {
 	notCached := errBlobNotCached
-	seg := "/blobs/"
 	if k == kindManifestDigest {
-		notCached, seg = errManifestNotCached, "/manifests/"
+		notCached = errManifestNotCached
 	}
-	if h.registry == "" {
+	resp, res := h.openBundled(r, k, repo.CacheRepository(), dgst)
+	if resp == nil && h.content != nil && h.strict(repo.Registry) {
+		resp, res = h.openUpstream(r, k, repo, dgst)
+	}
+	if resp == nil {
 		notCached.write(w, r)
-		return resultUpstreamFallback404
-	}
-	u := h.registry + "/v2/" + cacheRepo + seg + dgst
-	log := func() logrus.FieldLogger {
-		return h.log.WithFields(logrus.Fields{"method": r.Method, "url": u})
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, nil)
-	if err != nil {
-		log().WithError(err).Warn("bundled registry: build request")
-		notCached.write(w, r)
-		return resultError
-	}
-	if accept := r.Header.Values("Accept"); len(accept) > 0 {
-		req.Header["Accept"] = accept
-	} else if k == kindManifestDigest {
-		req.Header["Accept"] = defaultAcceptHeader
-	}
-	if rg, ok := singleRange(r.Header); ok {
-		req.Header.Set("Range", rg)
-	}
-	req.Header.Set("Accept-Encoding", "identity")
-	req.Header.Set("User-Agent", userAgent)
-
-	resp, err := h.client.Do(req)
-	if err != nil {
-		if r.Context().Err() == nil {
-			log().WithError(err).Warn("bundled registry unreachable; containerd will fetch upstream")
-		}
-		notCached.write(w, r)
-		return resultError
+		return res
 	}
 	defer func() { _ = resp.Body.Close() }()
-	switch resp.StatusCode {
-	case http.StatusOK, http.StatusPartialContent:
-	case http.StatusNotFound:
-		notCached.write(w, r)
-		return resultUpstreamFallback404
-	default:
-		log().WithField("status", resp.Status).Warn("bundled registry: unexpected status; containerd will fetch upstream")
-		notCached.write(w, r)
-		return resultError
-	}
-	// The registry is content-addressed, but a wrong answer must not reach
-	// containerd under a digest it did not ask for.
-	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst {
-		log().WithField("got", got).Warn("bundled registry answered another digest")
-		notCached.write(w, r)
-		return resultError
-	}
 
 	hd := w.Header()
 	for _, name := range passHeaders {
@@ -107,11 +69,97 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, k kind, cacheRep
 	h.metrics.addBytes(n)
 	if err != nil {
 		if r.Context().Err() == nil {
-			log().WithError(err).WithField("bytes", n).Warn("streaming from the bundled registry failed")
+			h.log.WithError(err).WithFields(logrus.Fields{"repository": repo.Name(), "digest": dgst, "bytes": n}).Warn("streaming content failed")
 		}
 		return resultError
 	}
 	return resultPinnedHit
+}
+
+// openBundled asks the bundled registry; a nil response means "not there"
+// with the result to count.
+func (h *Handler) openBundled(r *http.Request, k kind, cacheRepo, dgst string) (*http.Response, result) {
+	if h.registry == "" {
+		return nil, resultUpstreamFallback404
+	}
+	seg := "/blobs/"
+	if k == kindManifestDigest {
+		seg = "/manifests/"
+	}
+	u := h.registry + "/v2/" + cacheRepo + seg + dgst
+	log := func() logrus.FieldLogger {
+		return h.log.WithFields(logrus.Fields{"method": r.Method, "url": u})
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, nil)
+	if err != nil {
+		log().WithError(err).Warn("bundled registry: build request")
+		return nil, resultError
+	}
+	if accept := r.Header.Values("Accept"); len(accept) > 0 {
+		req.Header["Accept"] = accept
+	} else if k == kindManifestDigest {
+		req.Header["Accept"] = defaultAcceptHeader
+	}
+	if rg, ok := singleRange(r.Header); ok {
+		req.Header.Set("Range", rg)
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	req.Header.Set("User-Agent", userAgent)
+
+	resp, err := h.client.Do(req)
+	if err != nil {
+		if r.Context().Err() == nil {
+			log().WithError(err).Warn("bundled registry unreachable; containerd will fetch upstream")
+		}
+		return nil, resultError
+	}
+	return h.accept(resp, dgst, log)
+}
+
+// openUpstream streams the digest from the upstream registry (strict mode).
+func (h *Handler) openUpstream(r *http.Request, k kind, repo pins.Reference, dgst string) (*http.Response, result) {
+	kindSeg := "blobs"
+	accept := strings.Join(r.Header.Values("Accept"), ", ")
+	if k == kindManifestDigest {
+		kindSeg = "manifests"
+		if accept == "" {
+			accept = strings.Join(defaultAcceptHeader, ", ")
+		}
+	}
+	rg, _ := singleRange(r.Header)
+	log := func() logrus.FieldLogger {
+		return h.log.WithFields(logrus.Fields{"method": r.Method, "repository": repo.Name(), "digest": dgst})
+	}
+	resp, err := h.content.Open(r.Context(), repo, r.Method, kindSeg, digest.Digest(dgst), accept, rg)
+	if err != nil {
+		if r.Context().Err() == nil {
+			log().WithError(err).Warn("strict registry: upstream unreachable")
+		}
+		return nil, resultError
+	}
+	return h.accept(resp, dgst, log)
+}
+
+// accept keeps a 200/206 answer for dgst and closes anything else.
+func (h *Handler) accept(resp *http.Response, dgst string, log func() logrus.FieldLogger) (*http.Response, result) {
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusPartialContent:
+	case http.StatusNotFound:
+		_ = resp.Body.Close()
+		return nil, resultUpstreamFallback404
+	default:
+		log().WithField("status", resp.Status).Warn("unexpected status for content by digest")
+		_ = resp.Body.Close()
+		return nil, resultError
+	}
+	// The source is content-addressed, but a wrong answer must not reach
+	// containerd under a digest it did not ask for.
+	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst {
+		log().WithField("got", got).Warn("answered another digest")
+		_ = resp.Body.Close()
+		return nil, resultError
+	}
+	return resp, resultPinnedHit
 }
 
 type writerOnly struct{ io.Writer }

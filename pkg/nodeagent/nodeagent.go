@@ -167,11 +167,18 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, err
 	}
-	up := upstream.New(upstream.Options{HTTPClient: &http.Client{Timeout: 30 * time.Second}, PlainHTTP: plain, UserAgent: "tagger-node-agent"})
+	strict, err := pins.HostMatcher(o.StrictRegistries)
+	if err != nil {
+		return nil, err
+	}
+	// No overall timeout: strict registries stream whole layers through it.
+	up := upstream.New(upstream.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-node-agent"})
 	handler, err := mirror.New(mirror.Options{
 		Table:       a.table,
 		RegistryURL: o.RegistryURL,
 		Upstream:    upstreamFetcher{up},
+		Content:     upstreamFetcher{up},
+		Strict:      strict,
 		Metrics:     mirror.NewMetrics(reg),
 		Log:         a.log.WithField("component", "mirror"),
 	})
@@ -360,6 +367,15 @@ func (a *Agent) NotReady() []string {
 	return problems
 }
 
+// ConvergencePending lists pinned refs whose local image record is not yet
+// at the served digest.
+func (a *Agent) ConvergencePending() []string {
+	if a.converger == nil {
+		return nil
+	}
+	return a.converger.Pending()
+}
+
 // Pins returns the current pin snapshot.
 func (a *Agent) Pins() *pins.Snapshot { return a.table.Load() }
 
@@ -397,4 +413,8 @@ func (f upstreamFetcher) FetchManifest(ctx context.Context, ref pins.Reference, 
 		return nil, "", err
 	}
 	return body, d.MediaType, nil
+}
+
+func (f upstreamFetcher) Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string) (*http.Response, error) {
+	return f.c.Open(ctx, ref, method, kind, dgst, accept, rangeHeader, upstream.Credentials{})
 }

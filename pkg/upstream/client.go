@@ -175,6 +175,29 @@ func (c *Client) fetchBlob(ctx context.Context, op string, ref pins.Reference, d
 	return body, nil
 }
 
+// Open sends a GET or HEAD for a manifest or blob by digest (kind "manifests"
+// or "blobs") and returns the response unread, for streaming; rangeHeader,
+// when not empty, is forwarded as Range. The caller closes the body and
+// checks the status; the content is not verified here (the caller or
+// containerd checks the digest).
+func (c *Client) Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string, creds Credentials) (*http.Response, error) {
+	if err := dgst.Validate(); err != nil {
+		return nil, newError("open", ref.Name()+"@"+dgst.String(), err)
+	}
+	if kind != "manifests" && kind != "blobs" {
+		return nil, newError("open", ref.Name()+"@"+dgst.String(), fmt.Errorf("unknown content kind %q", kind))
+	}
+	var extra []string
+	if rangeHeader != "" {
+		extra = []string{"Range", rangeHeader}
+	}
+	resp, err := c.do(ctx, ref, creds, method, c.endpoint(ref, kind, dgst.String()), accept, extra...)
+	if err != nil {
+		return nil, newError("open", ref.Name()+"@"+dgst.String(), err)
+	}
+	return resp, nil
+}
+
 func (c *Client) endpoint(ref pins.Reference, kind, reference string) string {
 	scheme := "https"
 	if c.plainHTTP(ref.Registry) {
@@ -213,10 +236,10 @@ func (c *Client) get(ctx context.Context, ref pins.Reference, creds Credentials,
 // sends cached authorization if any; on a 401 it answers the challenge
 // (fetching a fresh token even if a cached one was sent, since the cached
 // one may have been revoked) and retries exactly once.
-func (c *Client) do(ctx context.Context, ref pins.Reference, creds Credentials, method, u, accept string) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, ref pins.Reference, creds Credentials, method, u, accept string, extra ...string) (*http.Response, error) {
 	key := newAuthKey(ref.APIHost(), ref.Repository, creds)
 	authz := c.auth.get(key)
-	resp, err := c.send(ctx, method, u, accept, authz)
+	resp, err := c.send(ctx, method, u, accept, authz, extra...)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -236,17 +259,21 @@ func (c *Client) do(ctx context.Context, ref pins.Reference, creds Credentials, 
 		c.auth.drop(key)
 		return resp, nil
 	}
-	resp, err = c.send(ctx, method, u, accept, retry)
+	resp, err = c.send(ctx, method, u, accept, retry, extra...)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized {
 		c.auth.drop(key) // refused even fresh: don't offer it again
 	}
 	return resp, err
 }
 
-func (c *Client) send(ctx context.Context, method, u, accept, authz string) (*http.Response, error) {
+// send sends one request; extra holds further header name, value pairs.
+func (c *Client) send(ctx context.Context, method, u, accept, authz string, extra ...string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	if accept != "" {
