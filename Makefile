@@ -8,7 +8,7 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build generate verify-generated testbin test unit lint demo clean
+.PHONY: all build generate verify-generated testbin deps test unit lint demo clean
 
 all: build
 
@@ -38,8 +38,12 @@ lint:
 unit:
 	$(GO) test -race -short ./pkg/... ./api/...
 
+## deps: Debian packages the single-node cluster rig needs (runc, CNI plugins, iptables)
+deps:
+	hack/ci-deps.sh
+
 ## test: the whole suite, race detector on, real components included
-test: testbin lint
+test: testbin deps lint
 	$(GO) test -race -count=1 -timeout 25m ./...
 
 ## demo: the controller against a real local apiserver and registry, a Tag gaining generations
@@ -48,3 +52,7 @@ demo: testbin
 
 clean:
 	rm -rf $(BIN)
+
+## bench: the node mirror against the distribution registry and a minimal server (docs/benchmarks.md)
+bench: testbin
+	hack/bench/mirror.sh

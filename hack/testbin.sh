@@ -5,6 +5,11 @@
 #
 #   hack/testbin.sh [name ...]     # default: every binary
 #
+# Targets: etcd registry kube (kube-apiserver only) kube-full (kube-apiserver,
+# kube-controller-manager, kube-scheduler and kubelet, for internal/clustertest's
+# single-node cluster) containerd crictl. The default builds them all; the
+# Debian packages the cluster also needs come from hack/ci-deps.sh.
+#
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
 # symlinks to the current versions (envtest's BinaryAssetsDirectory points there).
 set -euo pipefail
@@ -132,10 +137,11 @@ build_crictl() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube containerd crictl)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
+    kube-full) KUBE_FULL=1 build_kube ;;
     etcd) build_etcd ;;
     registry) build_registry ;;
     containerd) build_containerd ;;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the real-component test rigs need and the Go
+# module proxy cannot provide. Idempotent: packages already installed are
+# skipped, and when nothing is missing apt is not touched at all. CI runs it
+# (as root) before `make test`.
+#
+#   hack/ci-deps.sh
+#
+# What needs what:
+#   runc                         internal/clustertest: the OCI runtime containerd's
+#                                runc shim starts pods with (Debian's 1.1.5 works
+#                                once containerd sets restrict_oom_score_adj)
+#   containernetworking-plugins  internal/clustertest: bridge, host-local, loopback
+#                                CNI plugins in /usr/lib/cni
+#   iptables                     the kubelet creates chains with it; clustertest
+#                                removes them when the last cluster stops
+#   iproute2                     ip: clustertest deletes the pod bridge with it
+#   openssl                      certificate handling in developer scripts (the
+#                                rigs make their certificates in Go)
+set -euo pipefail
+
+pkgs=(runc containernetworking-plugins iptables iproute2 openssl)
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing=()
+for p in "${pkgs[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "ci-deps: already installed: ${pkgs[*]}" >&2
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci-deps: missing ${missing[*]}; run this script as root to install them" >&2
+  exit 1
+fi
+
+echo "ci-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
