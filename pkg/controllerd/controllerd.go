@@ -127,4 +127,3 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	}
 	return nil
 }
-
