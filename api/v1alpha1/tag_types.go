@@ -97,9 +97,17 @@ type SecretReference struct {
 // RolloutSpec controls workload restarts on a served-generation change.
 type RolloutSpec struct {
 	// Restart restarts matching Deployments, StatefulSets and DaemonSets the way
-	// `kubectl rollout restart` does.
+	// `kubectl rollout restart` does (a pod-template annotation; pods are never
+	// mutated).
 	// +optional
 	Restart bool `json:"restart,omitempty"`
+	// NamespaceSelector limits restarts to namespaces with matching labels
+	// (unset: all namespaces).
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// Selector limits restarts to workloads with matching labels (unset: all).
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
 // Generation is one digest the upstream tag has pointed at.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,9 +40,28 @@ registry:
       secure: false
       existingSecret: tagger-registry-s3
 `
+	// Every node agent value away from its default (k3s paths, strict
+	// registries, no convergence, no metrics); a plain-HTTP pattern repeats
+	// the bundled registry, which the chart adds by itself.
 	nodeAgentValues = `
 nodeAgent:
-  enabled: true
+  listen: 127.0.0.1:5055
+  metricsAddr: "0"
+  healthAddr: ":19092"
+  hostsDir: /var/lib/rancher/k3s/agent/etc/containerd/certs.d
+  containerdConfig: /var/lib/rancher/k3s/agent/etc/containerd/config.toml
+  containerdSocket: ""
+  registryURL: https://registry.example.com
+  dialTimeout: 1s
+  strictRegistries: [docker.io, "*.corp.example"]
+  plainHTTPRegistries: [registry.local:5000, tagger-registry.tagger-system.svc:5000]
+  convergeWorkers: 4
+  logFormat: text
+  logLevel: debug
+`
+	nodeAgentOffValues = `
+nodeAgent:
+  enabled: false
 `
 	rwxValues = `
 registry:
@@ -96,7 +114,8 @@ func TestRender(t *testing.T) {
 	}{
 		{name: "defaults", check: checkDefaults},
 		{name: "s3 with 3 replicas", values: s3Values, check: checkS3},
-		{name: "node agent enabled", values: nodeAgentValues, check: checkNodeAgent},
+		{name: "node agent customized", values: nodeAgentValues, check: func(t *testing.T, r *rendered) { checkNodeAgent(t, r, customNodeAgent) }},
+		{name: "node agent disabled", values: nodeAgentOffValues, check: checkNodeAgentOff},
 		{name: "filesystem ReadWriteMany", values: rwxValues, check: checkReadWriteMany},
 		{name: "webhooks enabled", values: "webhooks:\n  enabled: true\n", check: checkWebhooks},
 	}
@@ -320,7 +339,7 @@ func checkRBAC(t *testing.T, r *rendered) {
 	want := map[string]map[string][]string{
 		"ClusterRole/tagger-controller":          controllerPerms,
 		"Role/tagger-controller-leader-election": leaderElectionPerms,
-		"ClusterRole/tagger-node-agent":          nodeAgentPerms, // only when nodeAgent.enabled
+		"ClusterRole/tagger-node-agent":          nodeAgentPerms, // when nodeAgent.enabled (the default)
 	}
 	for _, o := range r.objects {
 		var rules []rbacv1.PolicyRule
@@ -407,9 +426,12 @@ func checkDefaults(t *testing.T, r *rendered) {
 	// (The webhook Service is absent: webhooks.enabled defaults to false.)
 	want := []string{
 		"ClusterRole/tagger-controller",
+		"ClusterRole/tagger-node-agent",
 		"ClusterRoleBinding/tagger-controller",
+		"ClusterRoleBinding/tagger-node-agent",
 		"ConfigMap/tagger-registry",
 		"CustomResourceDefinition/tags.tagger.dev",
+		"DaemonSet/tagger-node-agent",
 		"Deployment/tagger-controller",
 		"Deployment/tagger-registry",
 		"PersistentVolumeClaim/tagger-registry",
@@ -419,11 +441,13 @@ func checkDefaults(t *testing.T, r *rendered) {
 		"Service/tagger-controller-metrics",
 		"Service/tagger-registry",
 		"ServiceAccount/tagger-controller",
+		"ServiceAccount/tagger-node-agent",
 		"ServiceAccount/tagger-registry",
 	}
 	if got := r.kinds(); !slices.Equal(got, want) {
-		t.Errorf("default render:\n got %v\nwant %v\n(node agent off, no gc CronJob on a ReadWriteOnce volume)", got, want)
+		t.Errorf("default render:\n got %v\nwant %v\n(node agent on, no gc CronJob on a ReadWriteOnce volume)", got, want)
 	}
+	checkNodeAgent(t, r, defaultNodeAgent)
 
 	reg := get[*appsv1.Deployment](t, r, "Deployment", "tagger-registry")
 	if reg.Spec.Replicas == nil || *reg.Spec.Replicas != 1 {
@@ -540,93 +564,6 @@ func checkS3(t *testing.T, r *rendered) {
 	}
 }
 
-func checkNodeAgent(t *testing.T, r *rendered) {
-	ds := get[*appsv1.DaemonSet](t, r, "DaemonSet", "tagger-node-agent")
-	get[*corev1.ServiceAccount](t, r, "ServiceAccount", "tagger-node-agent")
-	spec := ds.Spec.Template.Spec
-	if !spec.HostNetwork {
-		t.Error("node agent is not on the host network: containerd could not reach 127.0.0.1:5050")
-	}
-	if spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-		t.Errorf("node agent dnsPolicy %q, want ClusterFirstWithHostNet (to resolve the registry Service)", spec.DNSPolicy)
-	}
-	if spec.PriorityClassName != "system-node-critical" {
-		t.Errorf("node agent priorityClassName %q", spec.PriorityClassName)
-	}
-	if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
-		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
-	}) {
-		t.Errorf("node agent tolerations %+v: want one that tolerates every taint", spec.Tolerations)
-	}
-	c := container(t, spec, "node-agent")
-	if want := []string{"/usr/local/bin/node-agent"}; !slices.Equal(c.Command, want) {
-		t.Errorf("node agent command %q, want %q", c.Command, want)
-	}
-	wantArgs := []string{
-		"--listen=127.0.0.1:5050",
-		"--hosts-dir=/etc/containerd/certs.d",
-		"--registry-url=http://tagger-registry.tagger-system.svc:5000",
-	}
-	if !slices.Equal(c.Args, wantArgs) {
-		t.Errorf("node agent args:\n got %q\nwant %q", c.Args, wantArgs)
-	}
-	// The registry URL names the rendered registry Service and its port.
-	u, err := url.Parse(strings.TrimPrefix(wantArgs[2], "--registry-url="))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcName, svcNS, _ := strings.Cut(strings.TrimSuffix(u.Hostname(), ".svc"), ".")
-	svc := get[*corev1.Service](t, r, "Service", svcName)
-	if svc.Namespace != svcNS || fmt.Sprint(svc.Spec.Ports[0].Port) != u.Port() {
-		t.Errorf("--registry-url %s does not match Service %s/%s port %d", u, svc.Namespace, svc.Name, svc.Spec.Ports[0].Port)
-	}
-
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil ||
-		!slices.Equal(c.Lifecycle.PreStop.Exec.Command[:2], []string{"/usr/local/bin/node-agent", "cleanup"}) {
-		t.Errorf("node agent preStop %+v, want exec `node-agent cleanup`", c.Lifecycle)
-	}
-
-	for path, readOnly := range map[string]bool{
-		"/etc/containerd/certs.d":         false, // the agent writes hosts.toml here
-		"/etc/containerd/config.toml":     true,
-		"/run/containerd/containerd.sock": false,
-	} {
-		v, ok := hostPathVolume(spec, path)
-		if !ok {
-			t.Errorf("node agent has no hostPath volume %s", path)
-			continue
-		}
-		m, ok := mount(c, v.Name)
-		if !ok || m.MountPath != path || m.ReadOnly != readOnly {
-			t.Errorf("node agent mount of %s: %+v, want at the same path, readOnly=%v", path, m, readOnly)
-		}
-	}
-	if v, _ := hostPathVolume(spec, "/etc/containerd/config.toml"); v.HostPath != nil &&
-		(v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFile) {
-		// Without type File a missing config would make the kubelet create a
-		// directory at containerd's config path.
-		t.Errorf("containerd config hostPath type %v, want File", v.HostPath.Type)
-	}
-
-	// Root (host files are root's), but nothing else.
-	sc := c.SecurityContext
-	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
-		t.Fatalf("node agent securityContext %+v, want runAsUser 0", sc)
-	}
-	if sc.Privileged != nil && *sc.Privileged {
-		t.Error("node agent is privileged")
-	}
-	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-		t.Error("node agent allows privilege escalation")
-	}
-	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
-		t.Errorf("node agent capabilities %+v, want drop [ALL]", sc.Capabilities)
-	}
-	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-		t.Error("node agent root filesystem is writable")
-	}
-}
-
 func checkReadWriteMany(t *testing.T, r *rendered) {
 	pvc := get[*corev1.PersistentVolumeClaim](t, r, "PersistentVolumeClaim", "tagger-registry")
 	if !slices.Equal(pvc.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}) {
@@ -712,10 +649,11 @@ func TestRenderRefuses(t *testing.T) {
 
 func TestLint(t *testing.T) {
 	for name, values := range map[string]string{
-		"defaults":   "",
-		"s3":         s3Values,
-		"node agent": nodeAgentValues,
-		"rwx":        rwxValues,
+		"defaults":       "",
+		"s3":             s3Values,
+		"node agent":     nodeAgentValues,
+		"node agent off": nodeAgentOffValues,
+		"rwx":            rwxValues,
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := []string{"lint", "--strict", chartDir, "--namespace", namespace}

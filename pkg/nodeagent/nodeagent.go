@@ -18,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/containerdconfig"
@@ -211,10 +213,40 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if a.cache, err = cache.New(cfg, cache.Options{Scheme: scheme}); err != nil {
+	if a.cache, err = cache.New(cfg, cache.Options{
+		Scheme:   scheme,
+		ByObject: map[client.Object]cache.ByObject{&v1alpha1.Tag{}: {Transform: slimTag}},
+	}); err != nil {
 		return nil, fmt.Errorf("create Tag cache: %w", err)
 	}
 	return a, nil
+}
+
+// slimTag keeps only what the pin table is built from, so 10,000 Tags with
+// long histories cost the node little memory: identity, spec.image, the
+// served generation and its history entry.
+func slimTag(obj any) (any, error) {
+	t, ok := obj.(*v1alpha1.Tag)
+	if !ok {
+		return obj, nil
+	}
+	slim := &v1alpha1.Tag{
+		TypeMeta: t.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: t.Name, UID: t.UID, ResourceVersion: t.ResourceVersion,
+			CreationTimestamp: t.CreationTimestamp, DeletionTimestamp: t.DeletionTimestamp,
+		},
+		Spec: v1alpha1.TagSpec{Image: t.Spec.Image},
+		Status: v1alpha1.TagStatus{
+			ServedGeneration: t.Status.ServedGeneration,
+			ServedDigest:     t.Status.ServedDigest,
+		},
+	}
+	if g, ok := pins.Find(t.Status.Generations, t.Status.ServedGeneration); ok {
+		g.Platforms = nil
+		slim.Status.Generations = []v1alpha1.Generation{g}
+	}
+	return slim, nil
 }
 
 type served struct {

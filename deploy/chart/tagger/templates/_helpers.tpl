@@ -133,6 +133,97 @@ URL the node agents read the bundled registry at.
 {{- end }}
 
 {{/*
+The bundled registry's in-cluster host:port, as a Tag's image would name it.
+*/}}
+{{- define "tagger.registry.hostPort" -}}
+{{- printf "%s.%s.svc:%v" (include "tagger.registry.fullname" .) .Release.Namespace .Values.registry.service.port }}
+{{- end }}
+
+{{/*
+The port of a listen address ("127.0.0.1:9092", ":9091", "[::1]:9092"),
+empty when it has none ("0" disables a server).
+*/}}
+{{- define "tagger.addrPort" -}}
+{{- $a := toString . }}
+{{- if regexMatch "^.*:[0-9]+$" $a }}
+{{- regexReplaceAll "^.*:([0-9]+)$" $a "${1}" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the kubelet reaches a listen address of a hostNetwork pod: its host, or
+127.0.0.1 when it binds every address (":9092", "0.0.0.0:9092", "[::]:9092").
+*/}}
+{{- define "tagger.addrProbeHost" -}}
+{{- $h := regexReplaceAll "^\\[?(.*?)\\]?:[0-9]+$" (toString .) "${1}" }}
+{{- if has $h (list "" "0.0.0.0" "::") }}127.0.0.1{{ else }}{{ $h }}{{ end }}
+{{- end }}
+
+{{/*
+The node agent's flags, as a YAML list. The container runs with them and the
+preStop `node-agent cleanup` gets the same ones (one flag set), so the
+cleanup acts on the directory, mirror URL and patterns the agent wrote with.
+*/}}
+{{- define "tagger.nodeAgent.args" -}}
+{{- $n := .Values.nodeAgent }}
+{{- $cri := "" }}
+{{- with $n.containerdSocket }}
+{{- $cri = printf "unix://%s" . }}
+{{- end }}
+{{- $args := list
+  (printf "--listen=%s" $n.listen)
+  (printf "--metrics-addr=%s" (toString $n.metricsAddr))
+  (printf "--health-addr=%s" (toString $n.healthAddr))
+  (printf "--hosts-dir=%s" $n.hostsDir)
+  (printf "--containerd-config=%s" $n.containerdConfig)
+  (printf "--cri-endpoint=%s" $cri) }}
+{{- with include "tagger.registry.url" . }}
+{{- $args = append $args (printf "--registry-url=%s" .) }}
+{{- end }}
+{{- $args = append $args (printf "--dial-timeout=%v" $n.dialTimeout) }}
+{{- with $n.strictRegistries }}
+{{- $args = append $args (printf "--strict-registries=%s" (join "," .)) }}
+{{- end }}
+{{- $plain := list }}
+{{- if .Values.registry.enabled }}
+{{- $plain = append $plain (include "tagger.registry.hostPort" .) }}
+{{- end }}
+{{- $plain = concat $plain ($n.plainHTTPRegistries | default list) | uniq }}
+{{- with $plain }}
+{{- $args = append $args (printf "--plain-http-registries=%s" (join "," .)) }}
+{{- end }}
+{{- $args = append $args (printf "--converge-workers=%v" $n.convergeWorkers) }}
+{{- $args = append $args (printf "--log-format=%s" $n.logFormat) }}
+{{- $args = append $args (printf "--log-level=%s" $n.logLevel) }}
+{{- $args = concat $args ($n.extraArgs | default list) }}
+{{- toYaml $args }}
+{{- end }}
+
+{{/*
+A node agent probe from values, with httpGet.host and httpGet.port filled in
+from nodeAgent.healthAddr unless set: a hostNetwork pod is probed at the node
+IP by default, where a loopback-bound health server does not answer.
+*/}}
+{{- define "tagger.nodeAgent.probe" -}}
+{{- $root := index . 0 }}
+{{- $probe := deepCopy (index . 1) }}
+{{- $addr := toString $root.Values.nodeAgent.healthAddr }}
+{{- with $probe.httpGet }}
+{{- $port := include "tagger.addrPort" $addr }}
+{{- if not $port }}
+{{- fail (printf "nodeAgent.healthAddr=%q has no port: the kubelet probes /healthz and /readyz there (set host:port, e.g. 127.0.0.1:9092, or remove nodeAgent.livenessProbe and readinessProbe)" $addr) }}
+{{- end }}
+{{- if not (hasKey . "host") }}
+{{- $_ := set . "host" (include "tagger.addrProbeHost" $addr) }}
+{{- end }}
+{{- if not (hasKey . "port") }}
+{{- $_ := set . "port" (int $port) }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/*
 Registry settings checked once, where they are used: storage type, the
 replica rule, required s3 fields.
 */}}

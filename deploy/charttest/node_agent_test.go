@@ -1,0 +1,441 @@
+package charttest
+
+import (
+	"fmt"
+	"io/fs"
+	"maps"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/tagger-project/tagger/pkg/hosts"
+	"github.com/tagger-project/tagger/pkg/pins"
+)
+
+// nodeAgentWant is what a render of the node agent DaemonSet must hold.
+type nodeAgentWant struct {
+	// args are the container's args, exactly and in order.
+	args []string
+	// hostPaths are the hostPath volumes, each mounted at its own path:
+	// nothing else of the host is mounted.
+	hostPaths map[string]hostPathWant
+}
+
+type hostPathWant struct {
+	typ      corev1.HostPathType
+	readOnly bool
+}
+
+// The node agent as the chart renders it by default: every flag of
+// cmd/node-agent from values.
+var defaultNodeAgent = nodeAgentWant{
+	args: []string{
+		"--listen=127.0.0.1:5050",
+		"--metrics-addr=:9091",
+		"--health-addr=127.0.0.1:9092",
+		"--hosts-dir=/etc/containerd/certs.d",
+		"--containerd-config=/etc/containerd/config.toml",
+		"--cri-endpoint=unix:///run/containerd/containerd.sock",
+		"--registry-url=http://tagger-registry.tagger-system.svc:5000",
+		"--dial-timeout=200ms",
+		"--plain-http-registries=tagger-registry.tagger-system.svc:5000",
+		"--converge-workers=2",
+		"--log-format=json",
+		"--log-level=info",
+	},
+	hostPaths: map[string]hostPathWant{
+		"/etc/containerd/certs.d":         {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
+		"/etc/containerd/config.toml":     {corev1.HostPathFile, true},               // File: never create one at containerd's config path
+		"/run/containerd/containerd.sock": {corev1.HostPathSocket, false},            // CRI, for convergence
+	},
+}
+
+// The node agent rendered with nodeAgentValues.
+var customNodeAgent = nodeAgentWant{
+	args: []string{
+		"--listen=127.0.0.1:5055",
+		"--metrics-addr=0",
+		"--health-addr=:19092",
+		"--hosts-dir=/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+		"--containerd-config=/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+		"--cri-endpoint=", // containerdSocket "" turns convergence off
+		"--registry-url=https://registry.example.com",
+		"--dial-timeout=1s",
+		"--strict-registries=docker.io,*.corp.example",
+		"--plain-http-registries=tagger-registry.tagger-system.svc:5000,registry.local:5000",
+		"--converge-workers=4",
+		"--log-format=text",
+		"--log-level=debug",
+	},
+	hostPaths: map[string]hostPathWant{
+		"/var/lib/rancher/k3s/agent/etc/containerd/certs.d":     {corev1.HostPathDirectoryOrCreate, false},
+		"/var/lib/rancher/k3s/agent/etc/containerd/config.toml": {corev1.HostPathFile, true},
+	},
+}
+
+// flagValue is the value of --name=value in args, as the flag package reads
+// it (the last one wins); n counts the occurrences.
+func flagValue(args []string, name string) (v string, n int) {
+	for _, a := range args {
+		if val, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			v, n = val, n+1
+		}
+	}
+	return v, n
+}
+
+func checkNodeAgent(t *testing.T, r *rendered, want nodeAgentWant) {
+	t.Helper()
+	ds := get[*appsv1.DaemonSet](t, r, "DaemonSet", "tagger-node-agent")
+	get[*corev1.ServiceAccount](t, r, "ServiceAccount", "tagger-node-agent")
+	get[*rbacv1.ClusterRole](t, r, "ClusterRole", "tagger-node-agent") // its rules: checkRBAC
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork {
+		t.Error("node agent is not on the host network: containerd could not reach its loopback mirror")
+	}
+	if spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("node agent dnsPolicy %q, want ClusterFirstWithHostNet (to resolve the registry Service)", spec.DNSPolicy)
+	}
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("node agent priorityClassName %q", spec.PriorityClassName)
+	}
+	if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
+	}) {
+		t.Errorf("node agent tolerations %+v: want one that tolerates every taint", spec.Tolerations)
+	}
+	c := container(t, spec, "node-agent")
+	if want := []string{"/usr/local/bin/node-agent"}; !slices.Equal(c.Command, want) {
+		t.Errorf("node agent command %q, want %q", c.Command, want)
+	}
+	if !slices.Equal(c.Args, want.args) {
+		t.Errorf("node agent args:\n got %q\nwant %q", c.Args, want.args)
+	}
+	for _, a := range c.Args {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if _, n := flagValue(c.Args, name); n != 1 {
+			t.Errorf("node agent flag --%s given %d times", name, n)
+		}
+	}
+
+	// The bundled registry: its Service is reached over plain HTTP.
+	svc := get[*corev1.Service](t, r, "Service", "tagger-registry")
+	bundled := fmt.Sprintf("%s.%s.svc:%d", svc.Name, svc.Namespace, svc.Spec.Ports[0].Port)
+	plain, _ := flagValue(c.Args, "plain-http-registries")
+	if !slices.Contains(strings.Split(plain, ","), bundled) {
+		t.Errorf("--plain-http-registries=%s lacks the bundled registry %s", plain, bundled)
+	}
+	if reg, _ := flagValue(c.Args, "registry-url"); strings.Contains(reg, ".svc") {
+		// A registry URL naming a Service names the rendered one and its port.
+		u, err := url.Parse(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Scheme != "http" || u.Host != bundled {
+			t.Errorf("--registry-url %s does not name Service %s over http", u, bundled)
+		}
+	}
+
+	// preStop: `node-agent cleanup` with the agent's own flags, so it restores
+	// exactly the hosts dir (and mirror) the agent wrote.
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
+		t.Fatalf("node agent has no preStop exec: %+v", c.Lifecycle)
+	}
+	wantPre := append([]string{"/usr/local/bin/node-agent", "cleanup"}, c.Args...)
+	if got := c.Lifecycle.PreStop.Exec.Command; !slices.Equal(got, wantPre) {
+		t.Errorf("node agent preStop:\n got %q\nwant %q", got, wantPre)
+	}
+
+	// Probes: /healthz and /readyz on --health-addr, asked at 127.0.0.1. A
+	// hostNetwork pod is probed at the node IP unless httpGet.host says
+	// otherwise, and the health server binds loopback by default.
+	health, _ := flagValue(c.Args, "health-addr")
+	hHost, hPort, err := net.SplitHostPort(health)
+	if err != nil {
+		t.Fatalf("--health-addr=%s: %v", health, err)
+	}
+	if hHost != "" && hHost != "127.0.0.1" {
+		t.Errorf("--health-addr=%s: want loopback (or every address)", health)
+	}
+	for path, p := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			t.Errorf("node agent has no httpGet probe for %s: %+v", path, p)
+			continue
+		}
+		g := p.HTTPGet
+		if g.Path != path || g.Host != "127.0.0.1" || g.Port.String() != hPort {
+			t.Errorf("node agent probe %s: host %q port %s, want host 127.0.0.1 port %s (--health-addr=%s)",
+				g.Path, g.Host, g.Port.String(), hPort, health)
+		}
+	}
+
+	// The metrics port is declared (a host port: the pod is on the host
+	// network), or there is none when metrics are off.
+	metrics, _ := flagValue(c.Args, "metrics-addr")
+	if metrics == "0" {
+		if len(c.Ports) != 0 {
+			t.Errorf("--metrics-addr=0 but ports %+v", c.Ports)
+		}
+	} else {
+		_, mPort, err := net.SplitHostPort(metrics)
+		if err != nil {
+			t.Fatalf("--metrics-addr=%s: %v", metrics, err)
+		}
+		if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || strconv.Itoa(int(c.Ports[0].ContainerPort)) != mPort ||
+			c.Ports[0].Protocol != corev1.ProtocolTCP {
+			t.Errorf("node agent ports %+v, want one TCP port %s named metrics (--metrics-addr=%s)", c.Ports, mPort, metrics)
+		}
+	}
+
+	// Host paths: exactly the wanted ones, each mounted at its own path; the
+	// flags name them.
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			if _, ok := want.hostPaths[v.HostPath.Path]; !ok {
+				t.Errorf("node agent mounts unexpected hostPath %s", v.HostPath.Path)
+			}
+		}
+	}
+	for path, hp := range want.hostPaths {
+		v, ok := hostPathVolume(spec, path)
+		if !ok {
+			t.Errorf("node agent has no hostPath volume %s", path)
+			continue
+		}
+		if v.HostPath.Type == nil || *v.HostPath.Type != hp.typ {
+			t.Errorf("hostPath %s type %v, want %s", path, v.HostPath.Type, hp.typ)
+		}
+		m, ok := mount(c, v.Name)
+		if !ok || m.MountPath != path || m.ReadOnly != hp.readOnly {
+			t.Errorf("node agent mount of %s: %+v, want at the same path, readOnly=%v", path, m, hp.readOnly)
+		}
+	}
+	for flag, typ := range map[string]corev1.HostPathType{
+		"hosts-dir":         corev1.HostPathDirectoryOrCreate,
+		"containerd-config": corev1.HostPathFile,
+	} {
+		p, _ := flagValue(c.Args, flag)
+		if hp, ok := want.hostPaths[p]; !ok || hp.typ != typ {
+			t.Errorf("--%s=%s is not a mounted hostPath of type %s", flag, p, typ)
+		}
+	}
+	switch cri, _ := flagValue(c.Args, "cri-endpoint"); {
+	case cri == "":
+		for p, hp := range want.hostPaths {
+			if hp.typ == corev1.HostPathSocket {
+				t.Errorf("convergence is off (--cri-endpoint=) but socket %s is mounted", p)
+			}
+		}
+	default:
+		p, ok := strings.CutPrefix(cri, "unix://")
+		if hp := want.hostPaths[p]; !ok || hp.typ != corev1.HostPathSocket {
+			t.Errorf("--cri-endpoint=%s is not a mounted unix socket", cri)
+		}
+	}
+
+	// Root (host files are root's), but nothing else.
+	sc := c.SecurityContext
+	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+		t.Fatalf("node agent securityContext %+v, want runAsUser 0", sc)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("node agent is privileged")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("node agent allows privilege escalation")
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("node agent capabilities %+v, want drop [ALL]", sc.Capabilities)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("node agent root filesystem is writable")
+	}
+}
+
+// checkNodeAgentOff: nodeAgent.enabled=false renders nothing of the agent.
+func checkNodeAgentOff(t *testing.T, r *rendered) {
+	for _, kind := range []string{"DaemonSet", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} {
+		if _, ok := r.find(kind, "tagger-node-agent"); ok {
+			t.Errorf("nodeAgent.enabled=false still renders %s tagger-node-agent", kind)
+		}
+	}
+}
+
+// TestNodeAgentAcceptsChartArgs runs the node-agent binary with what the
+// chart renders: the preStop `node-agent cleanup` (which parses every flag,
+// validates the patterns and mirror URL, and acts only on --hosts-dir),
+// against a temporary hosts dir holding tagger's files over a node's own;
+// and the agent itself, which must get past flag parsing and logging setup
+// to the kubeconfig, where a missing file stops it.
+func TestNodeAgentAcceptsChartArgs(t *testing.T) {
+	bin := buildNodeAgent(t)
+
+	// The harness sees a flag the binary lacks.
+	out, err := exec.Command(bin, "cleanup", "--hosts-dir="+t.TempDir(), "--no-such-flag").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "flag provided but not defined") {
+		t.Fatalf("node-agent cleanup accepted an unknown flag (%v):\n%s", err, out)
+	}
+
+	for name, values := range map[string]string{"defaults": "", "customized": nodeAgentValues} {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, values)
+			ds := get[*appsv1.DaemonSet](t, r, "DaemonSet", "tagger-node-agent")
+			c := container(t, ds.Spec.Template.Spec, "node-agent")
+			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
+				t.Fatalf("node agent has no preStop exec: %+v", c.Lifecycle)
+			}
+			pre := c.Lifecycle.PreStop.Exec.Command
+			if len(pre) < 2 || pre[0] != "/usr/local/bin/node-agent" || pre[1] != "cleanup" {
+				t.Fatalf("preStop %q is not `node-agent cleanup`", pre)
+			}
+
+			dir := t.TempDir()
+			args := withHostsDir(t, pre[2:], dir)
+			mine := seedHostsDir(t, dir, args)
+			cmd := exec.Command(bin, append([]string{"cleanup"}, args...)...)
+			cmd.Dir = t.TempDir()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("node-agent cleanup %q: %v\n%s", args, err, out)
+			}
+			if got := snapshot(t, dir); !maps.Equal(got, mine) {
+				t.Errorf("after cleanup %s holds\n  %v\nwant the node's own files back\n  %v", dir, got, mine)
+			}
+
+			run := append(withHostsDir(t, c.Args, t.TempDir()), "--kubeconfig="+filepath.Join(t.TempDir(), "none"))
+			out, err := exec.Command(bin, run...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("node-agent ran without a kubeconfig:\n%s", out)
+			}
+			if strings.Contains(string(out), "flag provided but not defined") || !strings.Contains(string(out), "load kubeconfig") {
+				t.Errorf("node-agent refused the chart's args %q:\n%s", c.Args, out)
+			}
+		})
+	}
+}
+
+func buildNodeAgent(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go is needed to build the node agent: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "node-agent")
+	build := exec.Command(gobin, "build", "-o", bin, "./cmd/node-agent")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/node-agent: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// withHostsDir returns args with the one --hosts-dir replaced by dir, and
+// fails when there is not exactly one: the binary's default is the node's
+// real /etc/containerd/certs.d.
+func withHostsDir(t *testing.T, args []string, dir string) []string {
+	t.Helper()
+	if _, n := flagValue(args, "hosts-dir"); n != 1 {
+		t.Fatalf("args %q: want exactly one --hosts-dir, have %d", args, n)
+	}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if strings.HasPrefix(a, "--hosts-dir=") {
+			out[i] = "--hosts-dir=" + dir
+		}
+	}
+	return out
+}
+
+// seedHostsDir puts a node's own registry configuration in dir, then lets
+// pkg/hosts (the agent's writer) configure the mirror over it with the
+// options args give, as a running agent would; it returns the node's files.
+func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
+	t.Helper()
+	write := func(rel, data string) {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("docker.io/hosts.toml", "server = \"https://registry-1.docker.io\"\n\n[host.\"https://mirror.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"corp.crt\"\n")
+	write("docker.io/corp.crt", "not really a certificate\n")
+	write("_default/hosts.toml", "[host.\"https://proxy.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+	mine := snapshot(t, dir)
+
+	listen, _ := flagValue(args, "listen")
+	dial, _ := flagValue(args, "dial-timeout")
+	timeout, err := time.ParseDuration(dial)
+	if err != nil {
+		t.Fatalf("--dial-timeout=%s: %v", dial, err)
+	}
+	matcher := func(flag string) func(string) bool {
+		v, _ := flagValue(args, flag)
+		var patterns []string
+		if v != "" {
+			patterns = strings.Split(v, ",")
+		}
+		m, err := pins.HostMatcher(patterns)
+		if err != nil {
+			t.Fatalf("--%s=%s: %v", flag, v, err)
+		}
+		return m
+	}
+	m, err := hosts.New(hosts.Options{
+		Dir: dir, MirrorURL: "http://" + listen, DialTimeout: timeout,
+		Strict: matcher("strict-registries"), PlainHTTP: matcher("plain-http-registries"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sync([]string{"docker.io", "ghcr.io", "registry.local:5000"}); err != nil {
+		t.Fatalf("write hosts.toml into %s: %v", dir, err)
+	}
+	if got := snapshot(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
+		t.Fatalf("seeding wrote no tagger files: %v", got)
+	}
+	return mine
+}
+
+// snapshot maps every file under dir (relative path) to its mode and
+// content; directories map to their mode.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			out[rel+"/"] = info.Mode().String()
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[rel] = info.Mode().String() + " " + string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
