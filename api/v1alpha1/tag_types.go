@@ -171,6 +171,11 @@ type TagStatus struct {
 	Generations []Generation `json:"generations,omitempty"`
 	// +optional
 	LastCheck *CheckStatus `json:"lastCheck,omitempty"`
+	// RolledOutGeneration is the served generation workloads were last
+	// restarted for (spec.rollout.restart); a served generation that differs
+	// starts a restart wave.
+	// +optional
+	RolledOutGeneration int64 `json:"rolledOutGeneration,omitempty"`
 	// CheckAnnotation is the last value of the tagger.dev/check annotation acted on.
 	// +optional
 	CheckAnnotation string `json:"checkAnnotation,omitempty"`

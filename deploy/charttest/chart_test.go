@@ -80,6 +80,11 @@ var (
 		"/secrets":               {"get"}, // the one Secret a Tag names; never list or watch
 		"events.k8s.io/events":   {"create", "patch"},
 		"/events":                {"create", "patch"},
+		// spec.rollout.restart: restart workloads like `kubectl rollout restart`.
+		"apps/deployments":  {"get", "list", "patch", "watch"},
+		"apps/statefulsets": {"get", "list", "patch", "watch"},
+		"apps/daemonsets":   {"get", "list", "patch", "watch"},
+		"/namespaces":       {"list", "watch"},
 	}
 	leaderElectionPerms = map[string][]string{
 		"coordination.k8s.io/leases": {"create", "delete", "get", "list", "patch", "update", "watch"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -22,6 +23,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/rollout"
 	"github.com/tagger-project/tagger/pkg/tagcontroller"
 	"github.com/tagger-project/tagger/pkg/upstream"
 )
@@ -40,6 +42,9 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// UpstreamTimeout bounds one upstream request.
 	UpstreamTimeout time.Duration
+	// RestartQPS and RestartBurst bound workload restart patches.
+	RestartQPS   float64
+	RestartBurst int
 }
 
 // DefaultOptions are the flag defaults.
@@ -51,6 +56,8 @@ func DefaultOptions() Options {
 		LeaderElectionID:        "tagger-controller.tagger.dev",
 		MaxConcurrentChecks:     8,
 		UpstreamTimeout:         30 * time.Second,
+		RestartQPS:              float64(rollout.DefaultQPS),
+		RestartBurst:            rollout.DefaultBurst,
 	}
 }
 
@@ -111,12 +118,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		PlainHTTP:  plain,
 		UserAgent:  "tagger-controller",
 	})
+	recorder := mgr.GetEventRecorder("tagger-controller")
 	r := &tagcontroller.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
 		Resolver:     resolver,
-		Recorder:     mgr.GetEventRecorder("tagger-controller"),
-		Log:          log.WithField("component", "tag-controller"),
+		Recorder:     recorder,
+		// Workload informers start on the first restart wave, not before.
+		Restarter: &rollout.Restarter{
+			Client: mgr.GetClient(), Recorder: recorder,
+			QPS: rate.Limit(o.RestartQPS), Burst: o.RestartBurst,
+			Log: log.WithField("component", "rollout"),
+		},
+		Log: log.WithField("component", "tag-controller"),
 	}
 	if err := r.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
 		return fmt.Errorf("set up Tag controller: %w", err)

@@ -23,6 +23,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/rollout"
 	"github.com/tagger-project/tagger/pkg/upstream"
 )
 
@@ -31,6 +32,11 @@ import (
 type Resolver interface {
 	Resolve(ctx context.Context, ref pins.Reference, creds upstream.Credentials) (upstream.Descriptor, error)
 	Platforms(ctx context.Context, ref pins.Reference, d upstream.Descriptor, creds upstream.Credentials) ([]string, error)
+}
+
+// Restarter restarts the workloads using a Tag's image (pkg/rollout).
+type Restarter interface {
+	Restart(ctx context.Context, tag *v1alpha1.Tag, reason string, namespaceSelector, selector *metav1.LabelSelector) (rollout.Result, error)
 }
 
 // Reconciler reconciles Tag objects.
@@ -42,7 +48,10 @@ type Reconciler struct {
 	SecretReader client.Reader
 	Resolver     Resolver
 	Recorder     events.EventRecorder
-	Log          logrus.FieldLogger
+	// Restarter restarts workloads on a served-generation change for Tags
+	// with spec.rollout.restart; nil disables restarts.
+	Restarter Restarter
+	Log       logrus.FieldLogger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -101,9 +110,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.serve(&tag, log)
 	r.prune(&tag)
+	rolloutErr := r.rollout(ctx, &tag, log)
 	r.finish(&tag)
 	if err := r.writeStatus(ctx, &tag, orig); err != nil {
 		return ctrl.Result{}, err
+	}
+	if rolloutErr != nil {
+		// Retried with the controller's backoff; restarts already done are
+		// not repeated (pkg/rollout is idempotent per generation).
+		return ctrl.Result{}, rolloutErr
 	}
 
 	var res ctrl.Result
@@ -249,6 +264,33 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 		r.event(tag, corev1.EventTypeNormal, "ServedGenerationChanged", "Serve", msg)
 		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest, "previous": prev}).Info("served generation changed")
 	}
+}
+
+// rollout restarts the workloads using the image when the served generation
+// moved since the last wave. The first generation served only sets the
+// baseline: pinning what is running restarts nothing.
+func (r *Reconciler) rollout(ctx context.Context, tag *v1alpha1.Tag, log logrus.FieldLogger) error {
+	st := &tag.Status
+	ro := tag.Spec.Rollout
+	if r.Restarter == nil || ro == nil || !ro.Restart || st.ServedGeneration == 0 {
+		return nil
+	}
+	if st.RolledOutGeneration == 0 {
+		st.RolledOutGeneration = st.ServedGeneration
+		return nil
+	}
+	if st.RolledOutGeneration == st.ServedGeneration {
+		return nil
+	}
+	reason := fmt.Sprintf("served generation %d -> %d", st.RolledOutGeneration, st.ServedGeneration)
+	res, err := r.Restarter.Restart(ctx, tag, reason, ro.NamespaceSelector, ro.Selector)
+	if err != nil {
+		log.WithError(err).WithField("restarted", len(res.Restarted)).Warn("workload restart wave incomplete; retrying")
+		return fmt.Errorf("restart workloads for Tag %s generation %d: %w", tag.Name, st.ServedGeneration, err)
+	}
+	log.WithFields(logrus.Fields{"generation": st.ServedGeneration, "restarted": len(res.Restarted), "skipped": len(res.Skipped)}).Info("restarted workloads")
+	st.RolledOutGeneration = st.ServedGeneration
+	return nil
 }
 
 func historyRange(h []v1alpha1.Generation) string {
