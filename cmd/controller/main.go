@@ -36,6 +36,8 @@ func run() error {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease")
 	fs.IntVar(&o.MaxConcurrentChecks, "max-concurrent-checks", o.MaxConcurrentChecks, "Tags reconciled (and upstream checks in flight) at once")
+	fs.Float64Var(&o.RegistryQPS, "registry-qps", o.RegistryQPS, "upstream requests per second per registry host")
+	fs.IntVar(&o.RegistryBurst, "registry-burst", o.RegistryBurst, "upstream requests a registry may get at once (0: one second's worth)")
 	fs.Float64Var(&o.RestartQPS, "restart-qps", o.RestartQPS, "workload restart patches per second (spec.rollout.restart)")
 	fs.IntVar(&o.RestartBurst, "restart-burst", o.RestartBurst, "burst of workload restart patches")
 	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", o.UpstreamTimeout, "timeout of one upstream registry request")

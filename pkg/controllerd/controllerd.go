@@ -18,9 +18,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/checklimit"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/rollout"
@@ -42,6 +44,9 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// UpstreamTimeout bounds one upstream request.
 	UpstreamTimeout time.Duration
+	// RegistryQPS and RegistryBurst bound upstream requests per registry host.
+	RegistryQPS   float64
+	RegistryBurst int
 	// RestartQPS and RestartBurst bound workload restart patches.
 	RestartQPS   float64
 	RestartBurst int
@@ -56,6 +61,7 @@ func DefaultOptions() Options {
 		LeaderElectionID:        "tagger-controller.tagger.dev",
 		MaxConcurrentChecks:     8,
 		UpstreamTimeout:         30 * time.Second,
+		RegistryQPS:             checklimit.DefaultRegistryQPS,
 		RestartQPS:              float64(rollout.DefaultQPS),
 		RestartBurst:            rollout.DefaultBurst,
 	}
@@ -113,11 +119,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if err != nil {
 		return err
 	}
-	resolver := upstream.New(upstream.Options{
+	if o.RegistryQPS <= 0 {
+		return fmt.Errorf("--registry-qps must be above 0, got %v", o.RegistryQPS)
+	}
+	// One check in flight per repository, a token bucket per registry, and a
+	// registry's Retry-After honoured for every Tag of that registry.
+	resolver := checklimit.New(upstream.New(upstream.Options{
 		HTTPClient: &http.Client{Timeout: o.UpstreamTimeout},
 		PlainHTTP:  plain,
 		UserAgent:  "tagger-controller",
-	})
+	}), checklimit.Options{RegistryQPS: o.RegistryQPS, Burst: o.RegistryBurst, Metrics: metrics.Registry})
 	recorder := mgr.GetEventRecorder("tagger-controller")
 	r := &tagcontroller.Reconciler{
 		Client:       mgr.GetClient(),

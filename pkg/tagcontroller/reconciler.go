@@ -79,7 +79,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
 	orig := tag.Status.DeepCopy()
 	st := &tag.Status
-	now := r.now()
+	// Whole seconds, as status.lastCheck stores it, so the jittered due time
+	// computed now equals the one computed from the stored status later.
+	now := r.now().Truncate(time.Second)
 
 	ref, err := pins.ParseReference(tag.Spec.Image)
 	if err != nil {
