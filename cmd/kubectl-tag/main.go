@@ -1,0 +1,19 @@
+// Command kubectl-tag is the `kubectl tag` plugin: put it on PATH and kubectl
+// runs it for `kubectl tag ...`. All logic lives in pkg/tagcli.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tagger-project/tagger/pkg/tagcli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := tagcli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr, tagcli.Options{})
+	stop()
+	os.Exit(code)
+}

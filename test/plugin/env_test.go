@@ -1,0 +1,240 @@
+// Package plugin tests the kubectl tag plugin end to end: the commands run
+// through pkg/tagcli's entry point (and once as the built binary) with the
+// arguments a user types, against a real kube-apiserver and etcd (envtest,
+// CRDs from deploy/crds), the real controller running in-process, and a real
+// distribution registry as the upstream.
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/tagcli"
+)
+
+// Contexts of the kubeconfig files the tests write.
+const (
+	ctxEnvtest = "envtest" // envtest's own context: the real apiserver
+	ctxNowhere = "nowhere" // a cluster at a closed loopback port
+)
+
+// cluster is one apiserver and one controller shared by the package's tests.
+var cluster struct {
+	once sync.Once
+	err  error
+	env  *envtest.Environment
+	c    client.Client
+	// kubeconfig has both contexts, current-context envtest; nowhereConfig is
+	// the same with current-context nowhere.
+	kubeconfig, nowhereConfig string
+	nowhereAddr               string
+	cancel                    context.CancelFunc
+	done                      chan error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cluster.cancel != nil {
+		cluster.cancel()
+		select {
+		case err := <-cluster.done:
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "controller:", err)
+			}
+		case <-time.After(30 * time.Second):
+			fmt.Fprintln(os.Stderr, "controller did not stop within 30s")
+			code = 1
+		}
+	}
+	if cluster.env != nil {
+		if err := cluster.env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+			code = 1
+		}
+	}
+	if cluster.kubeconfig != "" {
+		_ = os.RemoveAll(filepath.Dir(cluster.kubeconfig))
+	}
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// startCluster starts (once) the apiserver and the controller, writes the
+// kubeconfig files, and returns a client for assertions and cleanup.
+func startCluster(t *testing.T) client.Client {
+	t.Helper()
+	dir := testbin.Require(t, "kube-apiserver", "etcd", "registry")
+	cluster.once.Do(func() { cluster.err = start(dir) })
+	if cluster.err != nil {
+		t.Fatal(cluster.err)
+	}
+	return cluster.c
+}
+
+func start(bin string) error {
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: bin,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("start envtest: %w", err)
+	}
+	cluster.env = env
+	scheme, err := controllerd.Scheme()
+	if err != nil {
+		return err
+	}
+	if cluster.c, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := writeKubeconfigs(env.KubeConfig); err != nil {
+		return err
+	}
+	level := "warn"
+	if testing.Verbose() {
+		level = "info"
+	}
+	log, err := logging.New(os.Stderr, "text", level)
+	if err != nil {
+		return err
+	}
+	o := controllerd.DefaultOptions()
+	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.LeaderElect = false
+	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	o.UpstreamTimeout = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	cluster.cancel, cluster.done = cancel, make(chan error, 1)
+	go func() { cluster.done <- controllerd.Run(ctx, cfg, o, log) }()
+	return nil
+}
+
+// writeKubeconfigs writes envtest's kubeconfig with a second context whose
+// cluster is a loopback port nothing listens on, twice: once with the real
+// context current, once with the dead one current.
+func writeKubeconfigs(envtestConfig []byte) error {
+	kc, err := clientcmd.Load(envtestConfig)
+	if err != nil {
+		return fmt.Errorf("parse envtest kubeconfig: %w", err)
+	}
+	if _, ok := kc.Contexts[ctxEnvtest]; !ok {
+		return fmt.Errorf("envtest kubeconfig has no context %q", ctxEnvtest)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	cluster.nowhereAddr = l.Addr().String()
+	_ = l.Close() // connection refused from now on
+	kc.Clusters[ctxNowhere] = &clientcmdapi.Cluster{Server: "https://" + cluster.nowhereAddr, InsecureSkipTLSVerify: true}
+	kc.Contexts[ctxNowhere] = &clientcmdapi.Context{Cluster: ctxNowhere, AuthInfo: kc.Contexts[ctxEnvtest].AuthInfo}
+
+	dir, err := os.MkdirTemp("", "kubectl-tag-test-")
+	if err != nil {
+		return err
+	}
+	write := func(name, current string) (string, error) {
+		kc.CurrentContext = current
+		path := filepath.Join(dir, name)
+		return path, clientcmd.WriteToFile(*kc, path)
+	}
+	if cluster.kubeconfig, err = write("kubeconfig", ctxEnvtest); err != nil {
+		return err
+	}
+	cluster.nowhereConfig, err = write("kubeconfig-nowhere", ctxNowhere)
+	return err
+}
+
+// result is one run of the plugin.
+type result struct {
+	args           string
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("kubectl tag %s: exit %d\nstdout:\n%s\nstderr:\n%s", r.args, r.code, r.stdout, r.stderr)
+}
+
+// kubectlTag runs the plugin in-process with a command line as a user types
+// it after `kubectl tag` (split on spaces; the test paths have none).
+func kubectlTag(t *testing.T, cmdline string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := tagcli.Run(context.Background(), strings.Fields(cmdline), &out, &errOut, tagcli.Options{})
+	r := result{args: cmdline, stdout: out.String(), stderr: errOut.String(), code: code}
+	t.Logf("$ kubectl tag %s  (exit %d)\n%s%s", cmdline, code, r.stdout, r.stderr)
+	return r
+}
+
+// ok runs a command that must succeed and write nothing to stderr.
+func ok(t *testing.T, cmdline string) string {
+	t.Helper()
+	r := kubectlTag(t, cmdline)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("want success with an empty stderr: %s", r)
+	}
+	return r.stdout
+}
+
+// fails runs a command that must exit 1 with stderr containing want and
+// nothing on stdout.
+func fails(t *testing.T, cmdline, want string) result {
+	t.Helper()
+	r := kubectlTag(t, cmdline)
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("want exit 1 and stderr containing %q: %s", want, r)
+	}
+	return r
+}
+
+func deleteTagOnCleanup(t *testing.T, c client.Client, name string) {
+	t.Cleanup(func() {
+		tag := &v1alpha1.Tag{}
+		tag.Name = name
+		_ = c.Delete(context.Background(), tag)
+	})
+}
+
+// eventually polls cond every 100ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		done, msg := cond()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitTimeout bounds what the tests wait for beyond the plugin's own waits.
+const waitTimeout = 30 * time.Second
