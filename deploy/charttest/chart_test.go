@@ -213,8 +213,15 @@ func checkCommon(t *testing.T, r *rendered) {
 		"--log-level=info",
 		"--max-concurrent-checks=8",
 		"--upstream-timeout=30s",
+		"--registry-qps=10",
 	}
-	if !slices.Equal(c.Args, wantArgs) {
+	// --webhook-addr depends on webhooks.enabled: "0" by default, checked
+	// with the webhook values in checkWebhooks.
+	args := slices.DeleteFunc(slices.Clone(c.Args), func(a string) bool { return strings.HasPrefix(a, "--webhook-addr=") })
+	if len(c.Args)-len(args) != 1 {
+		t.Errorf("controller args %q: want exactly one --webhook-addr", c.Args)
+	}
+	if !slices.Equal(args, wantArgs) {
 		t.Errorf("controller args:\n got %q\nwant %q", c.Args, wantArgs)
 	}
 	if c.Image != "ghcr.io/tagger-project/tagger:0.1.0" {
@@ -599,6 +606,9 @@ func checkWebhooks(t *testing.T, r *rendered) {
 	c := container(t, d.Spec.Template.Spec, "controller")
 	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "webhooks" && p.ContainerPort == 8080 }) {
 		t.Errorf("controller ports %+v: no webhooks port 8080", c.Ports)
+	}
+	if !slices.Contains(c.Args, "--webhook-addr=:8080") {
+		t.Errorf("controller args %q: webhooks enabled but not served on :8080", c.Args)
 	}
 }
 

@@ -118,7 +118,7 @@ func (d *demo) run() (err error) {
 		return err
 	}
 	o := controllerd.DefaultOptions()
-	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
 	o.PlainHTTPRegistries = []string{up.Host()}
 	done := make(chan error, 1)
 	go func() { done <- controllerd.Run(ctx, cfg, o, log) }()

@@ -7,15 +7,19 @@ package controllerd
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -23,6 +27,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/checklimit"
+	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/rollout"
@@ -44,6 +49,14 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// UpstreamTimeout bounds one upstream request.
 	UpstreamTimeout time.Duration
+	// WebhookAddr serves the registry webhook receivers ("0" disables).
+	WebhookAddr string
+	// WebhookSecret is "namespace/name" of the Secret holding per-provider
+	// webhook secrets (keys dockerhub, quay, github, harbor, generic); a
+	// provider without a key is disabled.
+	WebhookSecret string
+	// DockerHubCallback posts the result to Docker Hub's callback_url.
+	DockerHubCallback bool
 	// RegistryQPS and RegistryBurst bound upstream requests per registry host.
 	RegistryQPS   float64
 	RegistryBurst int
@@ -57,6 +70,7 @@ func DefaultOptions() Options {
 	return Options{
 		MetricsAddr:             ":8443",
 		HealthAddr:              ":8081",
+		WebhookAddr:             ":8080",
 		LeaderElectionNamespace: "tagger-system",
 		LeaderElectionID:        "tagger-controller.tagger.dev",
 		MaxConcurrentChecks:     8,
@@ -146,9 +160,74 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if err := r.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
 		return fmt.Errorf("set up Tag controller: %w", err)
 	}
+	if err := addWebhooks(ctx, mgr, o, log); err != nil {
+		return err
+	}
 	log.WithFields(logrus.Fields{"metrics": metricsAddr, "health": o.HealthAddr, "leaderElect": o.LeaderElect}).Info("starting tagger controller")
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// addWebhooks runs the webhook receivers on every replica (not only the
+// leader): a hook only patches the Tag's check annotation, which the leader
+// then acts on.
+func addWebhooks(ctx context.Context, mgr manager.Manager, o Options, log *logrus.Logger) error {
+	if o.WebhookAddr == "" || o.WebhookAddr == "0" {
+		return nil
+	}
+	var secrets hooks.Secrets
+	if o.WebhookSecret != "" {
+		ns, name, ok := strings.Cut(o.WebhookSecret, "/")
+		if !ok || ns == "" || name == "" {
+			return fmt.Errorf("--webhook-secret %q: want namespace/name", o.WebhookSecret)
+		}
+		var sec corev1.Secret
+		// Read once, by name: the controller may not list or watch Secrets.
+		if err := mgr.GetAPIReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &sec); err != nil {
+			return fmt.Errorf("read webhook secret %s: %w", o.WebhookSecret, err)
+		}
+		secrets = hooks.LoadSecrets(sec.Data)
+	}
+	srv, err := hooks.New(hooks.Options{
+		Client:            mgr.GetClient(),
+		Secrets:           secrets,
+		DockerHubCallback: o.DockerHubCallback,
+		Log:               log.WithField("component", "webhooks"),
+		Metrics:           metrics.Registry,
+	})
+	if err != nil {
+		return fmt.Errorf("webhook receivers: %w", err)
+	}
+	if err := mgr.Add(srv); err != nil {
+		return fmt.Errorf("add webhook worker: %w", err)
+	}
+	ln, err := net.Listen("tcp", o.WebhookAddr)
+	if err != nil {
+		return fmt.Errorf("webhook listen on %s: %w", o.WebhookAddr, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	return mgr.Add(webhookServer{hs, ln})
+}
+
+// webhookServer serves until the manager stops; it runs without leadership.
+type webhookServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (w webhookServer) NeedLeaderElection() bool { return false }
+
+func (w webhookServer) Start(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- w.srv.Serve(w.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("webhook server: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return w.srv.Shutdown(sctx)
+	}
 }

@@ -64,7 +64,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	gen1 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-1")
 
 	co := controllerd.DefaultOptions()
-	co.MetricsAddr, co.HealthAddr = "0", "0"
+	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
 	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 	cctx, ccancel := context.WithCancel(ctx)
 	cdone := make(chan error, 1)

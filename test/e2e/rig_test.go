@@ -237,7 +237,7 @@ func startCluster(t *testing.T) (*rest.Config, client.Client, *logrus.Logger) {
 			return
 		}
 		co := controllerd.DefaultOptions()
-		co.MetricsAddr, co.HealthAddr = "0", "0"
+		co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
 		co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 		ctx, cancel := context.WithCancel(context.Background())
 		cluster.cancel, cluster.done = cancel, make(chan error, 1)

@@ -99,7 +99,7 @@ func startCluster(t *testing.T) client.Client {
 			return
 		}
 		o := controllerd.DefaultOptions()
-		o.MetricsAddr, o.HealthAddr = "0", "0"
+		o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
 		o.LeaderElect = false
 		o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 		o.UpstreamTimeout = 5 * time.Second

@@ -123,7 +123,7 @@ func start(bin string) error {
 		return err
 	}
 	o := controllerd.DefaultOptions()
-	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
 	o.LeaderElect = false
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 	o.UpstreamTimeout = 5 * time.Second

@@ -106,13 +106,13 @@ func TestControllerProcess(t *testing.T) {
 		t.Fatalf("--log-format=xml accepted: %v\n%s", err, out)
 	}
 
-	metricsAddr, healthAddr := freeAddr(t), freeAddr(t)
+	metricsAddr, healthAddr, webhookAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin,
 		"--kubeconfig", kubeconfig,
 		"--leader-elect", "--leader-election-namespace", "default",
-		"--metrics-addr", metricsAddr, "--health-addr", healthAddr,
+		"--metrics-addr", metricsAddr, "--health-addr", healthAddr, "--webhook-addr", webhookAddr,
 		"--log-format", "json", "--max-concurrent-checks", "2",
 		"--plain-http-registries", "127.0.0.1:*")
 	stderr, err := cmd.StderrPipe()
@@ -158,6 +158,13 @@ func TestControllerProcess(t *testing.T) {
 		err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "tagger-controller.tagger.dev"}, &l)
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", fmt.Sprint(err)
 	})
+
+	// Webhook receivers run; without --webhook-secret every provider is disabled.
+	if resp, err := httpc.Post("http://"+webhookAddr+"/hooks/generic/anything", "application/json", strings.NewReader(`{"image":"x"}`)); err != nil {
+		t.Fatalf("webhook endpoint: %v", err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("disabled generic webhook answered %d, want 404", resp.StatusCode)
+	}
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "proc"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/proc/app:v1"}}
 	if err := c.Create(ctx, tag); err != nil {
