@@ -19,13 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
-	"github.com/tagger-project/tagger/pkg/logging"
 )
 
 func main() {
@@ -84,28 +82,15 @@ func (d *demo) run() (err error) {
 			return fmt.Errorf("rig binary %s missing in %s: run `make testbin`", b, bin)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.Cleanup(cancel)
+	ctx := context.Background()
 
 	step("Starting a real kube-apiserver + etcd with the Tag CRD from deploy/crds")
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{"deploy/crds"},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: bin,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("start apiserver: %w", err)
-	}
-	d.Cleanup(func() { _ = env.Stop() })
-	scheme, err := controllerd.Scheme()
+	kc, err := kubetest.Start(bin)
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
+	d.Cleanup(func() { _ = kc.Stop() })
+	c := kc.Client
 
 	step("Starting a real distribution registry as the upstream")
 	up := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
@@ -113,16 +98,9 @@ func (d *demo) run() (err error) {
 	fmt.Printf("  pushed %s/demo/app:v1 -> %s\n", up.Host(), img1.Digest)
 
 	step("Starting the tagger controller")
-	log, err := logging.New(os.Stderr, "text", "warn")
-	if err != nil {
-		return err
-	}
-	o := controllerd.DefaultOptions()
-	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
+	o := kubetest.ControllerOptions()
 	o.PlainHTTPRegistries = []string{up.Host()}
-	done := make(chan error, 1)
-	go func() { done <- controllerd.Run(ctx, cfg, o, log) }()
-	d.Cleanup(func() { cancel(); <-done })
+	kc.RunController(o)
 
 	step("kubectl apply: Tag app -> " + up.Host() + "/demo/app:v1")
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/demo/app:v1"}}

@@ -10,30 +10,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/containerdtest"
+	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
-	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
 )
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
 
 // rig is one node's worth of real components for one test.
 type rig struct {
@@ -172,79 +163,15 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Fatalf("timed out waiting for %s: %s", what, msg)
 }
 
-// cluster is one apiserver and one controller shared by the package's tests
+// shared is one apiserver and one controller for the package's tests
 // (controller-runtime allows one controller of a name per process); each
 // test has its own registries, containerd, node agent and Tag names.
-var cluster struct {
-	once   sync.Once
-	err    error
-	env    *envtest.Environment
-	cfg    *rest.Config
-	c      client.Client
-	log    *logrus.Logger
-	cancel context.CancelFunc
-	done   chan error
-}
+var shared kubetest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if cluster.cancel != nil {
-		cluster.cancel()
-		if err := <-cluster.done; err != nil {
-			fmt.Fprintln(os.Stderr, "controller:", err)
-			code = 1
-		}
-	}
-	if cluster.env != nil {
-		if err := cluster.env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop envtest:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Stop(m.Run())) }
 
 func startCluster(t *testing.T) (*rest.Config, client.Client, *logrus.Logger) {
 	t.Helper()
-	dir := testbin.Require(t, "kube-apiserver", "etcd", "registry")
-	cluster.once.Do(func() {
-		env := &envtest.Environment{
-			CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
-			ErrorIfCRDPathMissing: true,
-			BinaryAssetsDirectory: dir,
-		}
-		cfg, err := env.Start()
-		if err != nil {
-			cluster.err = fmt.Errorf("start envtest: %w", err)
-			return
-		}
-		cluster.env, cluster.cfg = env, cfg
-		scheme, err := controllerd.Scheme()
-		if err != nil {
-			cluster.err = err
-			return
-		}
-		if cluster.c, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-			cluster.err = err
-			return
-		}
-		level := "warn"
-		if testing.Verbose() {
-			level = "info"
-		}
-		if cluster.log, err = logging.New(os.Stderr, "text", level); err != nil {
-			cluster.err = err
-			return
-		}
-		co := controllerd.DefaultOptions()
-		co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
-		co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-		ctx, cancel := context.WithCancel(context.Background())
-		cluster.cancel, cluster.done = cancel, make(chan error, 1)
-		go func() { cluster.done <- controllerd.Run(ctx, cfg, co, cluster.log) }()
-	})
-	if cluster.err != nil {
-		t.Fatal(cluster.err)
-	}
-	return cluster.cfg, cluster.c, cluster.log
+	kc := shared.Get(t)
+	return kc.Config, kc.Client, kc.Log
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,12 +20,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
-	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/pkg/tagcli"
 )
 
@@ -36,101 +32,43 @@ const (
 	ctxNowhere = "nowhere" // a cluster at a closed loopback port
 )
 
-// cluster is one apiserver and one controller shared by the package's tests.
+// shared is one apiserver and one controller for the package's tests.
+var shared kubetest.Shared
+
+// cluster holds the kubeconfig files written once for the shared apiserver.
 var cluster struct {
 	once sync.Once
 	err  error
-	env  *envtest.Environment
 	c    client.Client
 	// kubeconfig has both contexts, current-context envtest; nowhereConfig is
 	// the same with current-context nowhere.
 	kubeconfig, nowhereConfig string
 	nowhereAddr               string
-	cancel                    context.CancelFunc
-	done                      chan error
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if cluster.cancel != nil {
-		cluster.cancel()
-		select {
-		case err := <-cluster.done:
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "controller:", err)
-			}
-		case <-time.After(30 * time.Second):
-			fmt.Fprintln(os.Stderr, "controller did not stop within 30s")
-			code = 1
-		}
-	}
-	if cluster.env != nil {
-		if err := cluster.env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop envtest:", err)
-			code = 1
-		}
-	}
+	code := shared.Stop(m.Run())
 	if cluster.kubeconfig != "" {
 		_ = os.RemoveAll(filepath.Dir(cluster.kubeconfig))
 	}
 	os.Exit(code)
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
+func repoRoot() string { return kubetest.RepoRoot() }
 
 // startCluster starts (once) the apiserver and the controller, writes the
 // kubeconfig files, and returns a client for assertions and cleanup.
 func startCluster(t *testing.T) client.Client {
 	t.Helper()
-	dir := testbin.Require(t, "kube-apiserver", "etcd", "registry")
-	cluster.once.Do(func() { cluster.err = start(dir) })
+	kc := shared.Get(t)
+	cluster.once.Do(func() {
+		cluster.c = kc.Client
+		cluster.err = writeKubeconfigs(kc.KubeConfig)
+	})
 	if cluster.err != nil {
 		t.Fatal(cluster.err)
 	}
 	return cluster.c
-}
-
-func start(bin string) error {
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: bin,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("start envtest: %w", err)
-	}
-	cluster.env = env
-	scheme, err := controllerd.Scheme()
-	if err != nil {
-		return err
-	}
-	if cluster.c, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	if err := writeKubeconfigs(env.KubeConfig); err != nil {
-		return err
-	}
-	level := "warn"
-	if testing.Verbose() {
-		level = "info"
-	}
-	log, err := logging.New(os.Stderr, "text", level)
-	if err != nil {
-		return err
-	}
-	o := controllerd.DefaultOptions()
-	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
-	o.LeaderElect = false
-	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	o.UpstreamTimeout = 5 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	cluster.cancel, cluster.done = cancel, make(chan error, 1)
-	go func() { cluster.done <- controllerd.Run(ctx, cfg, o, log) }()
-	return nil
 }
 
 // writeKubeconfigs writes envtest's kubeconfig with a second context whose

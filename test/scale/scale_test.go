@@ -14,8 +14,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -28,11 +26,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/pkg/checklimit"
@@ -60,13 +58,8 @@ const (
 	rateLatency = 100 * time.Millisecond
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 func TestThousandTags(t *testing.T) {
-	dir := testbin.Require(t, "kube-apiserver", "etcd", "registry")
+	testbin.Require(t, "kube-apiserver", "etcd", "registry")
 	start := time.Now()
 	lap := func(what string) { t.Logf("%-32s %6.1fs", what, time.Since(start).Seconds()) }
 
@@ -85,20 +78,7 @@ func TestThousandTags(t *testing.T) {
 	}
 	lap("pushed 50 images, 1000 tags")
 
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: dir,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop envtest: %v", err)
-		}
-	})
+	cfg := kubetest.New(t).Config
 	lap("apiserver ready")
 
 	// The controller, assembled as controllerd.Run does, with the limiter

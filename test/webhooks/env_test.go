@@ -7,128 +7,70 @@ package webhooks
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/hooks"
-	"github.com/tagger-project/tagger/pkg/logging"
 )
 
-// cluster is one apiserver, one controller and one webhook manager (its
-// cache has the hooks.ImageIndex) shared by the package's tests.
+// shared is one apiserver and one controller for the package's tests.
+var shared kubetest.Shared
+
+// cluster adds, once, a webhook manager whose cache has hooks.ImageIndex
+// (the controller's manager is internal to controllerd.Run).
 var cluster struct {
 	once   sync.Once
 	err    error
-	env    *envtest.Environment
-	cfg    *rest.Config
 	c      client.Client // direct: what the tests read and write
 	cached client.Client // the webhook manager's cache-backed client
 	log    *logrus.Logger
 	cancel context.CancelFunc
-	done   []chan error
+	done   chan error
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if cluster.cancel != nil {
 		cluster.cancel()
-		for _, done := range cluster.done {
-			select {
-			case err := <-done:
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "stop:", err)
-				}
-			case <-time.After(30 * time.Second):
-				fmt.Fprintln(os.Stderr, "controller or webhook manager did not stop within 30s")
-				code = 1
-			}
-		}
-	}
-	if cluster.env != nil {
-		if err := cluster.env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+		if err := <-cluster.done; err != nil {
+			fmt.Fprintln(os.Stderr, "webhook manager:", err)
 			code = 1
 		}
 	}
-	os.Exit(code)
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	os.Exit(shared.Stop(code))
 }
 
 // startCluster starts (once) the apiserver, the controller and the webhook
 // manager, and returns a direct client.
 func startCluster(t *testing.T) client.Client {
 	t.Helper()
-	dir := testbin.Require(t, "kube-apiserver", "etcd", "registry")
-	cluster.once.Do(func() { cluster.err = bootCluster(dir) })
+	kc := shared.Get(t)
+	cluster.once.Do(func() { cluster.err = bootWebhookManager(kc) })
 	if cluster.err != nil {
 		t.Fatal(cluster.err)
 	}
 	return cluster.c
 }
 
-func bootCluster(dir string) error {
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: dir,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("start envtest: %w", err)
-	}
-	cluster.env, cluster.cfg = env, cfg
+func bootWebhookManager(kc *kubetest.Cluster) error {
+	cluster.c, cluster.log = kc.Client, kc.Log
 	scheme, err := controllerd.Scheme()
 	if err != nil {
 		return err
 	}
-	if cluster.c, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	level := "warn"
-	if testing.Verbose() {
-		level = "info"
-	}
-	var w io.Writer = os.Stderr
-	if cluster.log, err = logging.New(w, "text", level); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cluster.cancel = cancel
-
-	// The controller, exactly as test/integration runs it.
-	o := controllerd.DefaultOptions()
-	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
-	o.LeaderElect = false
-	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	o.UpstreamTimeout = 5 * time.Second
-	ctrlDone := make(chan error, 1)
-	cluster.done = append(cluster.done, ctrlDone)
-	go func() { ctrlDone <- controllerd.Run(ctx, cfg, o, cluster.log) }()
-
-	// The webhook side: a manager of its own (the controller's is internal
-	// to controllerd.Run), so it registers the image index itself.
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
+	mgr, err := ctrl.NewManager(kc.Config, manager.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -136,12 +78,13 @@ func bootCluster(dir string) error {
 	if err != nil {
 		return fmt.Errorf("webhook manager: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	if err := hooks.IndexTags(ctx, mgr); err != nil {
+		cancel()
 		return err
 	}
-	mgrDone := make(chan error, 1)
-	cluster.done = append(cluster.done, mgrDone)
-	go func() { mgrDone <- mgr.Start(ctx) }()
+	cluster.cancel, cluster.done = cancel, make(chan error, 1)
+	go func() { cluster.done <- mgr.Start(ctx) }()
 	syncCtx, cancelSync := context.WithTimeout(ctx, time.Minute)
 	defer cancelSync()
 	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
