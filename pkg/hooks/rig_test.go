@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/tagindex"
 )
 
 // Test secrets, distinctive so that a leak into logs or metrics is found by
@@ -70,7 +71,7 @@ func newRig(t *testing.T, ro rigOptions) *rig {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	b := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&v1alpha1.Tag{}, ImageIndex, ImageIndexValue)
+	b := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&v1alpha1.Tag{}, ImageIndex, tagindex.ImageValue)
 	for _, tag := range ro.tags {
 		b = b.WithObjects(tag)
 	}

@@ -16,28 +16,14 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/tagindex"
 )
-
-// imageIndex indexes Tags by their normalized spec.image, for conflict checks.
-const imageIndex = "tagger.dev/normalized-image"
-
-func normalizedImage(o client.Object) []string {
-	tag, ok := o.(*v1alpha1.Tag)
-	if !ok {
-		return nil
-	}
-	ref, err := pins.ParseReference(tag.Spec.Image)
-	if err != nil {
-		return nil
-	}
-	return []string{ref.String()}
-}
 
 // SetupWithManager registers the reconciler. maxConcurrent bounds the checks
 // in flight at once.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, maxConcurrent int) error {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Tag{}, imageIndex, normalizedImage); err != nil {
-		return fmt.Errorf("index Tags by image: %w", err)
+	if err := tagindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
 	}
 	// Status writes are ours: only spec (generation) and annotation changes,
 	// creates and deletes start a reconcile; timed re-checks come from RequeueAfter.
@@ -58,18 +44,18 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, max
 }
 
 func imageChanged(a, b client.Object) bool {
-	na, nb := normalizedImage(a), normalizedImage(b)
+	na, nb := tagindex.ImageValue(a), tagindex.ImageValue(b)
 	return len(na) != len(nb) || (len(na) == 1 && na[0] != nb[0])
 }
 
 // sameImage maps a Tag event to the other Tags claiming the same image.
 func (r *Reconciler) sameImage(ctx context.Context, o client.Object) []reconcile.Request {
-	imgs := normalizedImage(o)
+	imgs := tagindex.ImageValue(o)
 	if len(imgs) == 0 {
 		return nil
 	}
 	var list v1alpha1.TagList
-	if err := r.Client.List(ctx, &list, client.MatchingFields{imageIndex: imgs[0]}); err != nil {
+	if err := r.Client.List(ctx, &list, client.MatchingFields{tagindex.Image: imgs[0]}); err != nil {
 		r.Log.WithError(err).WithField("image", imgs[0]).Warn("list Tags for conflict check")
 		return nil
 	}
@@ -85,7 +71,7 @@ func (r *Reconciler) sameImage(ctx context.Context, o client.Object) []reconcile
 // conflictWinner returns the name of an older Tag that wins ref over tag, or "".
 func (r *Reconciler) conflictWinner(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (string, error) {
 	var list v1alpha1.TagList
-	if err := r.Client.List(ctx, &list, client.MatchingFields{imageIndex: ref.String()}); err != nil {
+	if err := r.Client.List(ctx, &list, client.MatchingFields{tagindex.Image: ref.String()}); err != nil {
 		return "", fmt.Errorf("list Tags for image %s: %w", ref, err)
 	}
 	claims := make([]pins.Claim, 0, len(list.Items)+1)
