@@ -10,9 +10,12 @@
 // upstream with a HEAD and records a generation only if the digest really
 // moved. A forged payload can at most cause a HEAD.
 //
-// Many notifications for one Tag within Options.Coalesce cause one annotation
-// patch, hence one upstream HEAD: the handler only records the Tag as pending
-// and the worker (Server.Run) flushes it when the window has passed.
+// Coalescing is leading-edge: the first notification for a Tag is checked at
+// once; within Options.Coalesce after that check, copies of the same payload
+// (redeliveries, bursts) are dropped and any other payload causes one more
+// check when the window ends. So one push costs one annotation patch, hence
+// one upstream HEAD, with no added latency. The handler only records the Tag
+// as pending; the worker (Server.Run) patches.
 //
 // Routes (everything else is 404):
 //

@@ -39,8 +39,8 @@ type Options struct {
 	Client client.Client
 	// Secrets enable providers; an empty secret disables its provider (404).
 	Secrets Secrets
-	// Coalesce is how long a Tag's first notification waits for more before
-	// its one check is requested. Default DefaultCoalesce.
+	// Coalesce is the window after a Tag's check in which further
+	// notifications are merged (see the package doc). Default DefaultCoalesce.
 	Coalesce time.Duration
 	// DockerHubCallback makes the server report success to a Docker Hub
 	// payload's callback_url after queuing its check; only https URLs on

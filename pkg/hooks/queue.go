@@ -8,40 +8,62 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// queue is the set of Tags with a check pending. A Tag's first notification
-// sets its deadline (now + window); later ones until the deadline join it, so
-// a burst costs one check and the first notification waits at most one
-// window. A notification after the flush starts a new window.
+// queue is the set of Tags with a check pending. Coalescing is leading-edge,
+// so a single push is checked at once (webhook to served pin well under a
+// second), while a burst still costs one check:
+//   - a notification for a Tag not checked within the last window is due now;
+//   - within a window after a check, a notification carrying the same
+//     payload as that check (the same event delivered again, or a burst of
+//     copies) is dropped, and any other one is due when the window ends;
+//   - notifications for a Tag with a check pending join it.
 type queue struct {
 	window  time.Duration
 	pending prometheus.Gauge
 
 	mu    sync.Mutex
 	items map[string]*item
-	wake  chan struct{}
+	// recent remembers, per Tag, the last check taken and its payload, for
+	// one window.
+	recent map[string]taken
+	wake   chan struct{}
+}
+
+// taken is a check handed to the worker.
+type taken struct {
+	at      time.Time
+	payload string
 }
 
 // item is one Tag's pending check.
 type item struct {
 	tag      string
 	provider string
+	payload  string // hash of the notification that queued it
 	due      time.Time
 	attempts int // failed patches so far
 }
 
 func newQueue(window time.Duration, pending prometheus.Gauge) *queue {
-	return &queue{window: window, pending: pending, items: map[string]*item{}, wake: make(chan struct{}, 1)}
+	return &queue{window: window, pending: pending, items: map[string]*item{}, recent: map[string]taken{}, wake: make(chan struct{}, 1)}
 }
 
-// add queues a check of each Tag unless one is already pending.
-func (q *queue) add(tags []string, provider string, now time.Time) {
+// add queues a check of each Tag for a notification whose body hashes to
+// payload, by the rules on queue.
+func (q *queue) add(tags []string, provider, payload string, now time.Time) {
 	q.mu.Lock()
 	added := false
 	for _, t := range tags {
 		if _, ok := q.items[t]; ok {
 			continue
 		}
-		q.items[t] = &item{tag: t, provider: provider, due: now.Add(q.window)}
+		due := now
+		if last, ok := q.recent[t]; ok && now.Sub(last.at) < q.window {
+			if last.payload == payload {
+				continue
+			}
+			due = last.at.Add(q.window)
+		}
+		q.items[t] = &item{tag: t, provider: provider, payload: payload, due: due}
 		added = true
 	}
 	q.pending.Set(float64(len(q.items)))
@@ -77,10 +99,16 @@ func (q *queue) signal() {
 func (q *queue) takeDue(now time.Time, all bool) (due []*item, next time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	for name, last := range q.recent {
+		if now.Sub(last.at) >= q.window {
+			delete(q.recent, name)
+		}
+	}
 	for name, it := range q.items {
 		if all || !it.due.After(now) {
 			due = append(due, it)
 			delete(q.items, name)
+			q.recent[name] = taken{at: now, payload: it.payload}
 			continue
 		}
 		if next.IsZero() || it.due.Before(next) {

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,7 +223,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, p *provider, tok
 	if len(names) == 0 {
 		return failure(http.StatusNotFound, resultNotFound, "no Tag pins "+refList(ev.refs)), &ev
 	}
-	s.queue.add(names, p.name, time.Now())
+	sum := sha256.Sum256(body)
+	s.queue.add(names, p.name, string(sum[:]), time.Now())
 	return reply{status: http.StatusAccepted, result: resultAccepted, body: acceptedBody{Checks: len(names)}, msg: "checks queued"}, &ev
 }
 
