@@ -36,6 +36,8 @@ func run() error {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease")
 	fs.IntVar(&o.MaxConcurrentChecks, "max-concurrent-checks", o.MaxConcurrentChecks, "Tags reconciled (and upstream checks in flight) at once")
+	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "bundled registry that Tags with spec.cache are copied into (\"\" disables caching)")
+	fs.IntVar(&o.MaxConcurrentCopies, "max-concurrent-copies", o.MaxConcurrentCopies, "blobs in flight per copy into the bundled registry")
 	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "registry webhook receivers listen address (\"0\" disables)")
 	fs.StringVar(&o.WebhookSecret, "webhook-secret", o.WebhookSecret, "namespace/name of the Secret with per-provider webhook secrets (keys dockerhub, quay, github, harbor, generic)")
 	fs.BoolVar(&o.DockerHubCallback, "dockerhub-callback", o.DockerHubCallback, "report check results to Docker Hub's callback_url")

@@ -214,6 +214,7 @@ func checkCommon(t *testing.T, r *rendered) {
 		"--max-concurrent-checks=8",
 		"--upstream-timeout=30s",
 		"--registry-qps=10",
+		"--registry-url=http://tagger-registry." + namespace + ".svc:5000", // spec.cache copies go here
 	}
 	// --webhook-addr depends on webhooks.enabled: "0" by default, checked
 	// with the webhook values in checkWebhooks.

@@ -28,6 +28,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/checklimit"
 	"github.com/tagger-project/tagger/pkg/hooks"
+	"github.com/tagger-project/tagger/pkg/imagecopy"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/rollout"
@@ -49,6 +50,11 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// UpstreamTimeout bounds one upstream request.
 	UpstreamTimeout time.Duration
+	// RegistryURL is the bundled registry Tags with spec.cache are copied
+	// into ("" disables caching).
+	RegistryURL string
+	// MaxConcurrentCopies bounds the blobs in flight per copy.
+	MaxConcurrentCopies int
 	// WebhookAddr serves the registry webhook receivers ("0" disables).
 	WebhookAddr string
 	// WebhookSecret is "namespace/name" of the Secret holding per-provider
@@ -71,6 +77,7 @@ func DefaultOptions() Options {
 		MetricsAddr:             ":8443",
 		HealthAddr:              ":8081",
 		WebhookAddr:             ":8080",
+		MaxConcurrentCopies:     imagecopy.DefaultMaxConcurrent,
 		LeaderElectionNamespace: "tagger-system",
 		LeaderElectionID:        "tagger-controller.tagger.dev",
 		MaxConcurrentChecks:     8,
@@ -156,6 +163,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 			Log: log.WithField("component", "rollout"),
 		},
 		Log: log.WithField("component", "tag-controller"),
+	}
+	if o.RegistryURL != "" {
+		r.Cacher = &imagecopy.Copier{
+			// No overall timeout: a layer streams within one request; the
+			// copy's context bounds it.
+			Upstream:      upstream.New(upstream.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
+			Registry:      strings.TrimRight(o.RegistryURL, "/"),
+			MaxConcurrent: o.MaxConcurrentCopies,
+			Metrics:       imagecopy.NewMetrics(metrics.Registry),
+			Log:           log.WithField("component", "copy"),
+		}
 	}
 	if err := r.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
 		return fmt.Errorf("set up Tag controller: %w", err)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/imagecopy"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/rollout"
 	"github.com/tagger-project/tagger/pkg/upstream"
@@ -32,6 +34,11 @@ import (
 type Resolver interface {
 	Resolve(ctx context.Context, ref pins.Reference, creds upstream.Credentials) (upstream.Descriptor, error)
 	Platforms(ctx context.Context, ref pins.Reference, d upstream.Descriptor, creds upstream.Credentials) ([]string, error)
+}
+
+// Cacher copies a generation's whole tree into the bundled registry (pkg/imagecopy).
+type Cacher interface {
+	Copy(ctx context.Context, src pins.Reference, root digest.Digest, creds upstream.Credentials, tag string) (imagecopy.Progress, error)
 }
 
 // Restarter restarts the workloads using a Tag's image (pkg/rollout).
@@ -48,6 +55,9 @@ type Reconciler struct {
 	SecretReader client.Reader
 	Resolver     Resolver
 	Recorder     events.EventRecorder
+	// Cacher copies generations of Tags with spec.cache into the bundled
+	// registry; nil: caching is not configured (--registry-url).
+	Cacher Cacher
 	// Restarter restarts workloads on a served-generation change for Tags
 	// with spec.rollout.restart; nil disables restarts.
 	Restarter Restarter
@@ -55,8 +65,10 @@ type Reconciler struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
-	mu         sync.Mutex
-	retryAfter map[string]time.Duration // upstream-requested waits, per Tag name
+	mu           sync.Mutex
+	retryAfter   map[string]time.Duration // upstream-requested waits, per Tag name
+	copyFailures map[string]int32         // consecutive failed copies, per Tag name
+	cachedPerTag map[string]int           // cached generations, per Tag name (for the gauge)
 }
 
 func (r *Reconciler) now() time.Time {
@@ -72,6 +84,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, &tag); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.setRetryAfter(req.Name, 0)
+			r.forgetCache(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
@@ -112,6 +125,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.serve(&tag, log)
 	r.prune(&tag)
+	cacheRetry := r.cache(ctx, &tag, ref, log)
 	rolloutErr := r.rollout(ctx, &tag, log)
 	r.finish(&tag)
 	if err := r.writeStatus(ctx, &tag, orig); err != nil {
@@ -126,6 +140,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var res ctrl.Result
 	if next := nextCheck(&tag, r.getRetryAfter(tag.Name)); !next.IsZero() {
 		res.RequeueAfter = max(next.Sub(r.now()), time.Second)
+	}
+	if cacheRetry > 0 && (res.RequeueAfter == 0 || cacheRetry < res.RequeueAfter) {
+		res.RequeueAfter = cacheRetry
 	}
 	return res, nil
 }
