@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -87,6 +88,10 @@ func DefaultOptions() Options {
 		RestartBurst:            rollout.DefaultBurst,
 	}
 }
+
+// copyMetrics registers the copy metrics once per process (Run may be called
+// more than once in one process by tests).
+var copyMetrics = sync.OnceValue(func() *imagecopy.Metrics { return imagecopy.NewMetrics(metrics.Registry) })
 
 // Scheme is the scheme the controller works with: core types and tagger.dev.
 func Scheme() (*runtime.Scheme, error) {
@@ -171,7 +176,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 			Upstream:      upstream.New(upstream.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
 			Registry:      strings.TrimRight(o.RegistryURL, "/"),
 			MaxConcurrent: o.MaxConcurrentCopies,
-			Metrics:       imagecopy.NewMetrics(metrics.Registry),
+			Metrics:       copyMetrics(),
 			Log:           log.WithField("component", "copy"),
 		}
 	}

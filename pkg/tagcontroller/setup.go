@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,7 +40,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, max
 		Named("tag").
 		For(&v1alpha1.Tag{}, builder.WithPredicates(changed)).
 		Watches(&v1alpha1.Tag{}, handler.EnqueueRequestsFromMapFunc(r.sameImage), builder.WithPredicates(createDelete)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrent}).
+		// The process runs one Tag controller; tests and benchmarks start
+		// several managers in one process, which the name check would refuse.
+		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrent, SkipNameValidation: ptr.To(true)}).
 		Complete(r)
 }
 
