@@ -39,6 +39,7 @@ type Resolver interface {
 // Cacher copies a generation's whole tree into the bundled registry (pkg/imagecopy).
 type Cacher interface {
 	Copy(ctx context.Context, src pins.Reference, root digest.Digest, creds upstream.Credentials, tag string) (imagecopy.Progress, error)
+	Prune(ctx context.Context, cacheRepo string, drop, keep []digest.Digest) (imagecopy.PruneResult, error)
 }
 
 // Restarter restarts the workloads using a Tag's image (pkg/rollout).
@@ -124,7 +125,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.check(ctx, &tag, ref, now, log)
 	}
 	r.serve(&tag, log)
-	r.prune(&tag)
+	r.prune(ctx, &tag, log)
 	cacheRetry := r.cache(ctx, &tag, ref, log)
 	rolloutErr := r.rollout(ctx, &tag, log)
 	r.finish(&tag)
@@ -319,12 +320,14 @@ func historyRange(h []v1alpha1.Generation) string {
 	return fmt.Sprintf("recorded: %d..%d, %d kept", h[len(h)-1].Generation, h[0].Generation, len(h))
 }
 
-func (r *Reconciler) prune(tag *v1alpha1.Tag) {
+func (r *Reconciler) prune(ctx context.Context, tag *v1alpha1.Tag, log logrus.FieldLogger) {
 	limit := int(tag.Spec.HistoryLimit)
 	if limit == 0 {
 		limit = v1alpha1.DefaultHistoryLimit
 	}
-	tag.Status.Generations, _ = pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
+	var pruned []v1alpha1.Generation
+	tag.Status.Generations, pruned = pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
+	r.pruneCache(ctx, tag, pruned, log)
 }
 
 // finish fills the derived status fields the printer columns show.
