@@ -109,3 +109,46 @@ func BenchmarkGetBlob(b *testing.B) {
 		b.Fatalf("status %d, %d bytes", w.status, w.n)
 	}
 }
+
+// benchCached serves one manifest request against a warm manifest cache
+// (a 10,000-pin table; the registry behind it is never reached again).
+func benchCached(b *testing.B, method, target string, p testPin, ps []testPin) {
+	reg := &fakeRegistry{}
+	ref := "/v2/docker.io/library/app4242/manifests/" + p.digest().String()
+	reg.put(ref, content{body: p.body, mediaType: p.mediaType})
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	h, err := New(Options{Table: newTable(b, ps...), RegistryURL: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(method, target, nil)
+	r.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, "+
+		"application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*")
+	w := &benchWriter{h: http.Header{}}
+	h.ServeHTTP(w, r) // fills the cache
+	if w.status != 200 || len(reg.seen()) != 1 {
+		b.Fatalf("warm-up: status %d, registry asked %d times", w.status, len(reg.seen()))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.reset()
+		h.ServeHTTP(w, r)
+	}
+	if w.status != 200 || w.h.Get("Docker-Content-Digest") != p.digest().String() || len(reg.seen()) != 1 {
+		b.Fatalf("status %d, headers %v, registry asked %d times", w.status, w.h, len(reg.seen()))
+	}
+}
+
+// BenchmarkGetPinnedCached is a pinned tag's GET answered from the cache.
+func BenchmarkGetPinnedCached(b *testing.B) {
+	ps := benchTable(b)
+	benchCached(b, "GET", "/v2/library/app4242/manifests/v4242?ns=docker.io", ps[4242], ps)
+}
+
+// BenchmarkGetDigestCached is containerd's manifest fetch by digest
+// answered from the cache.
+func BenchmarkGetDigestCached(b *testing.B) {
+	ps := benchTable(b)
+	benchCached(b, "GET", "/v2/library/app4242/manifests/"+ps[4242].digest().String()+"?ns=docker.io", ps[4242], ps)
+}

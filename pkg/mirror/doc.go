@@ -10,6 +10,30 @@
 // through to the next host, the upstream registry: content fetched there by
 // digest is still the pinned content.
 //
+// Manifest cache: verified manifest bytes are kept in memory, bounded by
+// Options.ManifestCacheBytes (16 MiB by default, negative disables; least
+// recently used out first; a manifest over an eighth of the bound is not
+// kept), keyed by registry, repository and digest. Bytes are inserted only
+// after they hashed to the digest (the cache checks it itself), so a hit can
+// never send bytes under a digest they do not hash to, and since the key is
+// a digest an entry is never stale: a pin that moves needs no invalidation.
+// It answers a pinned tag's GET and a manifest GET or HEAD by digest without
+// Range, with no round trip, and it answers only what the bundled registry
+// would have: an entry answers by digest only in the repository it was read
+// from and only if it was read from the bundled registry (or, for a strict
+// registry, from the upstream by digest); bytes a pinned tag's GET fetched
+// from the upstream of an ordinary registry serve that tag only, so by
+// digest they are still a 404 that sends containerd upstream. distribution's
+// Accept rule is kept: an OCI image manifest or index is answered from the
+// cache only when the request's Accept names its media type ("*/*" alone is
+// not enough; no Accept at all is, since the mirror then asks with every
+// manifest type); Docker media types always. Any other request takes the
+// registry path unchanged. A GET by digest that misses reads the manifest
+// whole (when its Content-Length is within the per-entry bound), checks it,
+// caches it, then sends it; bytes that do not hash to the digest get a 404
+// and are never sent. Concurrent misses of one manifest are collapsed into
+// one read of the bundled registry.
+//
 // Status decisions where the protocol leaves room:
 //   - No response is ever a 3xx: containerd treats a redirect it does not
 //     follow as a hard failure. Redirects of the bundled registry (an S3

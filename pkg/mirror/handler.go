@@ -19,6 +19,7 @@ type Handler struct {
 	strict   func(registry string) bool
 	client   *http.Client
 	metrics  *Metrics
+	cache    *manifestCache // nil: disabled
 	log      logrus.FieldLogger
 	debug    func() bool
 }

@@ -78,8 +78,22 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 		errPinnedUnavailable.write(w, r)
 		return resultError
 	}
-	accept := r.Header.Values("Accept")
-	acceptHdr := accept
+	reqAccept := r.Header.Values("Accept")
+	if h.cache != nil {
+		key := cacheKey{p.Ref.Registry, p.Ref.Repository, p.Digest}
+		// The bytes already hash to the pinned digest; they must also have
+		// the pinned size, as verify requires of any other source.
+		e, release := h.lookup(r.Context(), key, reqAccept, true, func(e *cacheEntry) bool {
+			return p.Size <= 0 || int64(len(e.body)) == p.Size
+		})
+		if e != nil {
+			return h.writePinnedManifest(w, p, e.body, e.mediaType, e)
+		}
+		if release != nil {
+			defer release()
+		}
+	}
+	accept, acceptHdr := reqAccept, reqAccept
 	if len(accept) == 0 {
 		accept, acceptHdr = defaultAccept, defaultAcceptHeader
 	}
@@ -91,12 +105,51 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 		errPinnedUnavailable.write(w, r)
 		return resultError
 	}
-	hd := w.Header()
-	hd["Docker-Content-Digest"] = []string{p.Digest}
-	if mediaType != "" {
-		hd["Content-Type"] = []string{mediaType}
+	return h.writePinnedManifest(w, p, body, mediaType, nil)
+}
+
+// lookup asks the manifest cache for key on behalf of a request with this
+// Accept, and counts one hit or one miss. An entry answers only what the
+// bundled registry would have: the Accept must admit the media type the
+// registry reported (see acceptable), and ok must agree. On a miss, a
+// request that will fill the cache (fill) claims the key: release is then
+// not nil and must be called when the fetch is over. If another request was
+// already fetching the same manifest, lookup waits for it and looks again.
+func (h *Handler) lookup(ctx context.Context, key cacheKey, accept []string, fill bool, ok func(*cacheEntry) bool) (e *cacheEntry, release func()) {
+	e = h.cache.get(key)
+	if e == nil && fill {
+		e, release = h.cache.claim(ctx, key)
 	}
-	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if e != nil && acceptable(accept, e.mediaType) && (ok == nil || ok(e)) {
+		h.metrics.cacheHits.Inc()
+		return e, nil
+	}
+	h.metrics.cacheMisses.Inc()
+	return nil, release
+}
+
+// writePinnedManifest sends a pinned tag's verified manifest. The pin's
+// media type wins over the source's, as the pin is what HEAD answered. e,
+// when the bytes come from the cache, lends its prebuilt header values.
+func (h *Handler) writePinnedManifest(w http.ResponseWriter, p *pins.Pin, body []byte, mediaType string, e *cacheEntry) result {
+	hd := w.Header()
+	if e != nil && (p.MediaType == "" || p.MediaType == e.mediaType) {
+		// The entry's digest is the pin's (it is the key).
+		hd["Docker-Content-Digest"] = e.hDigest
+		if e.mediaType != "" {
+			hd["Content-Type"] = e.hType
+		}
+		hd["Content-Length"] = e.hLength
+	} else {
+		if p.MediaType != "" {
+			mediaType = p.MediaType
+		}
+		hd["Docker-Content-Digest"] = []string{p.Digest}
+		if mediaType != "" {
+			hd["Content-Type"] = []string{mediaType}
+		}
+		hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
 	w.WriteHeader(http.StatusOK)
 	n, err := w.Write(body)
 	h.metrics.addBytes(int64(n))
@@ -107,16 +160,22 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 }
 
 // pinnedManifest returns the verified bytes of the pin's manifest and their
-// media type: from the bundled registry, else from the upstream.
+// media type: from the bundled registry, else from the upstream. Verified
+// bytes go into the manifest cache.
 func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, acceptHdr []string) ([]byte, string, error) {
 	dgst := digest.Digest(p.Digest)
+	key := cacheKey{p.Ref.Registry, p.Ref.Repository, p.Digest}
 	bundledErr := errNoRegistry
 	if h.registry != "" {
-		body, err := h.bundledManifest(ctx, p, acceptHdr)
+		body, ct, err := h.bundledManifest(ctx, p, acceptHdr)
 		if err == nil {
 			err = verify(body, dgst, p.Size)
 		}
 		if err == nil {
+			if h.cache != nil {
+				// The registry's Content-Type: what it answers by digest too.
+				h.cache.add(key, body, ct, true)
+			}
 			return body, p.MediaType, nil
 		}
 		if !errors.Is(err, errNotCached) && ctx.Err() == nil {
@@ -137,6 +196,12 @@ func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, accep
 	if p.MediaType != "" {
 		mt = p.MediaType
 	}
+	if h.cache != nil {
+		// By digest the mirror streams a strict registry's content from the
+		// upstream itself; for any other registry it answers 404 and lets
+		// containerd go upstream, so these bytes serve only this pinned tag.
+		h.cache.add(key, body, mt, h.content != nil && h.strict(p.Ref.Registry))
+	}
 	return body, mt, nil
 }
 
@@ -147,27 +212,28 @@ var (
 )
 
 // bundledManifest reads the pinned manifest by digest from the bundled
-// registry, forwarding containerd's Accept.
-func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []string) ([]byte, error) {
+// registry, forwarding containerd's Accept; it returns the body and the
+// registry's Content-Type.
+func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []string) ([]byte, string, error) {
 	u := h.registry + "/v2/" + p.Ref.CacheRepository() + "/manifests/" + p.Digest
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", u, err)
+		return nil, "", fmt.Errorf("get %s: %w", u, err)
 	}
 	req.Header["Accept"] = accept
 	req.Header.Set("Accept-Encoding", "identity")
 	req.Header.Set("User-Agent", userAgent)
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", u, err)
+		return nil, "", fmt.Errorf("get %s: %w", u, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return nil, errNotCached
+		return nil, "", errNotCached
 	default:
-		return nil, fmt.Errorf("get %s: unexpected status %s", u, resp.Status)
+		return nil, "", fmt.Errorf("get %s: unexpected status %s", u, resp.Status)
 	}
 	limit := int64(maxManifestSize)
 	if p.Size > 0 {
@@ -175,9 +241,9 @@ func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []str
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("get %s: read body: %w", u, err)
+		return nil, "", fmt.Errorf("get %s: read body: %w", u, err)
 	}
-	return body, nil
+	return body, resp.Header.Get("Content-Type"), nil
 }
 
 // verify checks a manifest against the pinned digest and, when known, size.

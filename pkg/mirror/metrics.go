@@ -58,6 +58,9 @@ type Metrics struct {
 	bytes    prometheus.Counter
 	duration *prometheus.HistogramVec
 
+	cacheHits, cacheMisses prometheus.Counter
+	cacheBytes             prometheus.Gauge
+
 	reqs [numKinds][numResults]prometheus.Counter
 	durs [numKinds]prometheus.Observer
 }
@@ -68,6 +71,10 @@ type Metrics struct {
 //   - tagger_mirror_bytes_total: content bytes (manifests, blobs) sent to
 //     containerd; error bodies are not counted
 //   - tagger_mirror_request_duration_seconds{kind}
+//   - tagger_mirror_manifest_cache_hits_total, ..._misses_total: lookups of
+//     the manifest cache (a pinned tag's GET; a manifest GET or HEAD by
+//     digest without Range), answered from memory or not
+//   - tagger_mirror_manifest_cache_bytes: manifest bytes the cache holds
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -85,6 +92,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"kind"}),
 	}
+	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tagger_mirror_manifest_cache_hits_total",
+		Help: "Manifest requests the node mirror answered from its cache of verified manifests.",
+	})
+	m.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tagger_mirror_manifest_cache_misses_total",
+		Help: "Manifest requests the node mirror could not answer from its manifest cache (absent, or the request's Accept does not admit the cached media type).",
+	})
+	m.cacheBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tagger_mirror_manifest_cache_bytes",
+		Help: "Manifest bytes held by the node mirror's manifest cache.",
+	})
 	for k := range numKinds {
 		m.durs[k] = m.duration.WithLabelValues(kindNames[k])
 		for r := range numResults {
@@ -92,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytes, m.duration)
+		reg.MustRegister(m.requests, m.bytes, m.duration, m.cacheHits, m.cacheMisses, m.cacheBytes)
 	}
 	return m
 }

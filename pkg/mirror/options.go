@@ -51,6 +51,13 @@ type Options struct {
 	// redirects, as http.Client does by default: a 3xx it returns is
 	// answered 404, never passed on.
 	HTTPClient *http.Client
+	// ManifestCacheBytes bounds the cache of verified manifest bytes that
+	// answers a pinned tag's GET and manifest GET/HEAD by digest from memory
+	// (see the package documentation). 0 means DefaultManifestCacheBytes
+	// (16 MiB); a negative value disables the cache. Only manifest bodies
+	// are counted, not the few hundred bytes of bookkeeping per entry; a
+	// manifest larger than an eighth of the bound is not cached.
+	ManifestCacheBytes int64
 	// Metrics, if nil, are created unregistered.
 	Metrics *Metrics
 	// Log, if nil, discards.
@@ -97,6 +104,7 @@ func New(o Options) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)
 	}
+	h.cache = newManifestCache(o.ManifestCacheBytes, h.metrics)
 	if h.log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)

@@ -256,3 +256,56 @@ func TestProxyLargeBlob(t *testing.T) {
 		t.Fatalf("bytes counted %v, want %d", got, len(big))
 	}
 }
+
+// TestStreamOverNetHTTP streams content through a real net/http server,
+// where the mirror hands the body to the ResponseWriter's ReadFrom (straight
+// to the connection): whole, ranged, HEAD, and a manifest by digest, on one
+// kept-alive connection, so a length error would corrupt the next answer.
+func TestStreamOverNetHTTP(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	reg, regSrv := newRegistry(t)
+	reg.put("/v2/docker.io/library/nginx/blobs/"+digestOf(big), content{body: big, mediaType: "application/octet-stream"})
+	h, err := New(Options{Table: newTable(t, nginxPin), RegistryURL: regSrv.URL, ManifestCacheBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	client := srv.Client()
+	get := func(method, path, rng string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path+"?ns=docker.io", nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		req.Header.Set("Accept", nginxPin.mediaType)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	bigPath := "/v2/library/nginx/blobs/" + digestOf(big)
+	for range 2 {
+		if resp, b := get("GET", bigPath, ""); resp.StatusCode != 200 || !bytes.Equal(b, big) || resp.ContentLength != int64(len(big)) {
+			t.Fatalf("GET: %d, %d bytes (Content-Length %d)", resp.StatusCode, len(b), resp.ContentLength)
+		}
+		if resp, b := get("GET", bigPath, "bytes=1000-"); resp.StatusCode != 206 || !bytes.Equal(b, big[1000:]) {
+			t.Fatalf("ranged GET: %d, %d bytes", resp.StatusCode, len(b))
+		}
+		if resp, b := get("HEAD", bigPath, ""); resp.StatusCode != 200 || len(b) != 0 || resp.ContentLength != int64(len(big)) {
+			t.Fatalf("HEAD: %d, %d bytes, Content-Length %d", resp.StatusCode, len(b), resp.ContentLength)
+		}
+		if resp, b := get("GET", "/v2/library/nginx/manifests/"+nginxPin.digest().String(), ""); resp.StatusCode != 200 || !bytes.Equal(b, nginxPin.body) {
+			t.Fatalf("manifest: %d %q", resp.StatusCode, b)
+		}
+		if resp, b := get("GET", "/v2/library/nginx/blobs/"+blobDigest().String(), "bytes=0-99"); resp.StatusCode != 206 || !bytes.Equal(b, blob[:100]) {
+			t.Fatalf("small range: %d, %d bytes", resp.StatusCode, len(b))
+		}
+	}
+}
