@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the node-mirror benchmark (hack/bench/mirror; results and how to read
-# them: docs/benchmarks.md), then the mirror's Go micro-benchmarks.
+# them: docs/benchmarks.md), then the mirror's Go micro-benchmarks, then the
+# CRI pull benchmark (hack/bench/cripull: real containerd pulls, direct and
+# through a real node agent; it needs root and `make testbin`, and says so
+# and skips otherwise).
 #
 #   hack/bench/mirror.sh [flags of hack/bench/mirror]     # what `make bench` runs
 #
@@ -15,6 +18,7 @@
 # Environment:
 #   WRK=/path/to/wrk   use this wrk instead (it must handle HEAD)
 #   BENCH_MICRO=0      skip `go test -bench` of pkg/mirror
+#   BENCH_CRI=0        skip the CRI pull benchmark
 #   BENCH_JSON=FILE    also write the raw measurements to FILE
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -118,4 +122,11 @@ if [ "${BENCH_MICRO:-1}" != 0 ]; then
   echo "## Go micro-benchmarks: go test -bench . -benchmem -run '^\$' -count 3 ./pkg/mirror/"
   echo
   go test -bench . -benchmem -run '^$' -count 3 ./pkg/mirror/
+fi
+
+if [ "${BENCH_CRI:-1}" != 0 ]; then
+  echo
+  echo "## CRI pull: go test -run '^\$' -bench CRIPull -benchtime 1x ./hack/bench/cripull/"
+  echo
+  go test -run '^$' -bench CRIPull -benchtime 1x -timeout 60m ./hack/bench/cripull/
 fi

@@ -3,9 +3,11 @@
 // reports ratios (docs/benchmarks.md, DESIGN.md section 6):
 //
 //   - pinned-tag manifest HEAD and GET, with wrk: through the mirror (backed
-//     by the real distribution registry as the bundled registry), from the
-//     distribution registry directly, and from a minimal net/http server that
-//     answers the same bytes and headers from memory (the ceiling);
+//     by the real distribution registry as the bundled registry; with its
+//     manifest cache at the default bound, as the node agent runs it, and
+//     for GETs also with the cache off), from the distribution registry
+//     directly, and from a minimal net/http server that answers the same
+//     bytes and headers from memory (the ceiling);
 //   - GET of a 256 MiB blob through the mirror and from the registry
 //     directly, with a Go client that discards the body;
 //   - the memory of a pin table of 10,000 pins in a fresh process (the "mem"
@@ -318,7 +320,14 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 	table := pins.NewTable()
 	table.Store(snap)
 
+	// The mirror as the node agent builds it (the manifest cache at its
+	// default bound), and the same with the cache off, for comparison.
 	h, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), Metrics: mirror.NewMetrics(prometheus.NewRegistry())})
+	if err != nil {
+		return err
+	}
+	noCache, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), ManifestCacheBytes: -1,
+		Metrics: mirror.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		return err
 	}
@@ -326,6 +335,10 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 		return err
 	}
 	mirrorURL, err := serve(r, h)
+	if err != nil {
+		return err
+	}
+	noCacheURL, err := serve(r, noCache)
 	if err != nil {
 		return err
 	}
@@ -352,11 +365,15 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 			{Name: caseGet, Method: http.MethodGet},
 			{Name: caseGetDigest, Method: http.MethodGet, Targets: []target{
 				{Name: "mirror", URL: mirrorURL + byDigest + mirrorNS},
+				{Name: targetNoCache, URL: noCacheURL + byDigest + mirrorNS},
 				{Name: "distribution", URL: reg.URL() + "/v2/" + cacheRepo + "/manifests/" + idx.Digest.String()},
 				{Name: "ceiling", URL: ceilURL + byDigest + mirrorNS},
 			}},
 		}
-		cases[1].Targets = cases[0].Targets
+		// GET by tag: the HEAD servers, plus the mirror with its cache off
+		// (a HEAD by tag never reads the registry, cache or not).
+		cases[1].Targets = append([]target{cases[0].Targets[0], {Name: targetNoCache, URL: noCacheURL + mirrorPath + mirrorNS}},
+			cases[0].Targets[1:]...)
 		for _, bc := range cases {
 			for _, t := range bc.Targets {
 				if err := checkManifest(ctx, t, idx); err != nil {
@@ -477,34 +494,52 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // checkMirrorPaths checks, on a second handler over the same table whose
-// client counts requests, that a pinned HEAD is answered without the
-// bundled registry and a pinned GET reads it: what the numbers are about.
+// client counts requests, what the numbers are about: a pinned HEAD is
+// answered without the bundled registry; the first pinned GET reads it once
+// and fills the manifest cache; later GETs, by tag and by digest, are
+// answered from the cache; and with the cache off every GET reads it.
 func checkMirrorPaths(table *pins.Table, registryURL string, idx registrytest.Index) error {
-	ct := &countingTransport{rt: http.DefaultTransport}
-	h, err := mirror.New(mirror.Options{Table: table, RegistryURL: registryURL, HTTPClient: &http.Client{Transport: ct}})
-	if err != nil {
-		return err
-	}
-	for _, m := range []string{http.MethodHead, http.MethodGet} {
-		req := httptest.NewRequest(m, mirrorPath+mirrorNS, nil)
-		req.Header.Set("Accept", acceptHeader)
-		w := httptest.NewRecorder()
-		before := ct.n.Load()
-		h.ServeHTTP(w, req)
-		asked := ct.n.Load() - before
-		if w.Code != http.StatusOK || w.Header().Get("Docker-Content-Digest") != idx.Digest.String() {
-			return fmt.Errorf("mirror %s: %d %v", m, w.Code, w.Header())
+	byDigest := "/v2/library/bench/manifests/" + idx.Digest.String()
+	for _, cacheBytes := range []int64{0, -1} {
+		ct := &countingTransport{rt: http.DefaultTransport}
+		h, err := mirror.New(mirror.Options{Table: table, RegistryURL: registryURL, HTTPClient: &http.Client{Transport: ct}, ManifestCacheBytes: cacheBytes})
+		if err != nil {
+			return err
 		}
-		switch {
-		case m == http.MethodHead && asked != 0:
-			return fmt.Errorf("mirror HEAD of a pinned tag asked the bundled registry %d times", asked)
-		case m == http.MethodGet && asked != 1:
-			return fmt.Errorf("mirror GET of a pinned tag asked the bundled registry %d times, want 1", asked)
-		case m == http.MethodGet && !bytes.Equal(w.Body.Bytes(), idx.Manifest):
-			return errors.New("mirror GET: body is not the pinned manifest")
+		for i, step := range []struct {
+			method, path string
+			asked        int64 // registry requests, cache on
+		}{
+			{http.MethodHead, mirrorPath, 0},
+			{http.MethodGet, mirrorPath, 1},
+			{http.MethodGet, mirrorPath, 0},
+			{http.MethodGet, byDigest, 0},
+			{http.MethodHead, byDigest, 0},
+		} {
+			req := httptest.NewRequest(step.method, step.path+mirrorNS, nil)
+			req.Header.Set("Accept", acceptHeader)
+			w := httptest.NewRecorder()
+			before := ct.n.Load()
+			h.ServeHTTP(w, req)
+			asked := ct.n.Load() - before
+			want := step.asked
+			if cacheBytes < 0 && !(step.method == http.MethodHead && step.path == mirrorPath) {
+				want = 1
+			}
+			if w.Code != http.StatusOK || w.Header().Get("Docker-Content-Digest") != idx.Digest.String() {
+				return fmt.Errorf("mirror %s %s: %d %v", step.method, step.path, w.Code, w.Header())
+			}
+			if asked != want {
+				return fmt.Errorf("mirror (cache bytes %d) step %d, %s %s: asked the bundled registry %d times, want %d",
+					cacheBytes, i, step.method, step.path, asked, want)
+			}
+			if step.method == http.MethodGet && !bytes.Equal(w.Body.Bytes(), idx.Manifest) {
+				return fmt.Errorf("mirror %s: body is not the pinned manifest", step.path)
+			}
 		}
 	}
-	logf("checked: the mirror answers a pinned HEAD from the pin table alone and a pinned GET with one read of the bundled registry")
+	logf("checked: a pinned HEAD is answered from the pin table alone; with the manifest cache one GET reads the bundled registry once, " +
+		"then GETs by tag and by digest are answered from memory; with the cache off every GET reads it")
 	return nil
 }
 
@@ -517,6 +552,10 @@ const (
 )
 
 var caseNames = []string{caseHead, caseGet, caseGetDigest}
+
+// targetNoCache is the mirror with its manifest cache off
+// (ManifestCacheBytes < 0): the mirror as it was before the cache.
+const targetNoCache = "mirror-nocache"
 
 type benchCase struct {
 	Name, Method string
@@ -937,7 +976,7 @@ func memMain(args []string) int {
 	n := fs.Int("pins", 10000, "synthetic Tags, each pinning one image")
 	gens := fs.Int("generations", 3, "generations in each Tag's status")
 	keep := fs.Bool("keep-tags", false, "keep the Tag objects, as the node agent's informer cache does")
-	trim := fs.Bool("trim", false, "keep only what pins.BuildSnapshot reads of each Tag (a cache transform)")
+	trim := fs.Bool("trim", false, "keep only what the node agent's Tag cache transform keeps of each Tag (slim Tags)")
 	_ = fs.Parse(args)
 	if *n < 1 || *gens < 1 {
 		fmt.Fprintln(os.Stderr, "mem: -pins and -generations must be >= 1")
@@ -1001,11 +1040,16 @@ func buildTable(n, gens int, trim, keep bool) (*pins.Table, []v1alpha1.Tag, erro
 	return table, tags, nil
 }
 
-// trimTag keeps what pins.BuildSnapshot reads: name, creation and deletion
-// time, spec.image, the served generation. A cache transform could do this.
+// trimTag is what the node agent's Tag informer keeps of a Tag (its cache
+// transform, slimTag in pkg/nodeagent): type meta, name, uid,
+// resourceVersion, creation and deletion time, spec.image,
+// status.servedGeneration and servedDigest, and the served generation's
+// entry without its platforms. No managedFields, annotations, conditions or
+// other generations.
 func trimTag(t *v1alpha1.Tag) {
 	g, ok := pins.Find(t.Status.Generations, t.Status.ServedGeneration)
 	*t = v1alpha1.Tag{
+		TypeMeta: t.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: t.Name, CreationTimestamp: t.CreationTimestamp, DeletionTimestamp: t.DeletionTimestamp,
 			ResourceVersion: t.ResourceVersion, UID: t.UID},
 		Spec:   v1alpha1.TagSpec{Image: t.Spec.Image},
@@ -1092,11 +1136,12 @@ func runMemory(ctx context.Context, c *config) ([]memRunResults, error) {
 	cfgs := []cfg{
 		{"table only (3 generations per Tag)", []string{"-pins", n, "-generations", "3"}},
 		{"table + Tags (3 generations)", []string{"-pins", n, "-generations", "3", "-keep-tags"}},
+		{"table + slim Tags (node agent's transform; 3 generations before it)", []string{"-pins", n, "-generations", "3", "-keep-tags", "-trim"}},
 	}
 	if w := c.memGenerationsWorst; w > 0 {
 		cfgs = append(cfgs, cfg{fmt.Sprintf("table + Tags (%d generations)", w),
 			[]string{"-pins", n, "-generations", strconv.Itoa(w), "-keep-tags"}})
-		cfgs = append(cfgs, cfg{fmt.Sprintf("table + trimmed Tags (%d generations before trim)", w),
+		cfgs = append(cfgs, cfg{fmt.Sprintf("table + slim Tags (node agent's transform; %d generations before it)", w),
 			[]string{"-pins", n, "-generations", strconv.Itoa(w), "-keep-tags", "-trim"}})
 	}
 	var out []memRunResults
@@ -1140,7 +1185,7 @@ func report(w io.Writer, c *config, res *results) {
 		med := map[string]map[string]float64{}
 		for _, meth := range caseNames {
 			med[meth] = map[string]float64{}
-			for _, t := range []string{"mirror", "distribution", "ceiling"} {
+			for _, t := range []string{"mirror", targetNoCache, "distribution", "ceiling"} {
 				var rs []wrkRun
 				for _, r := range res.Manifest {
 					if r.Case == meth && r.Target == t {
@@ -1164,12 +1209,16 @@ func report(w io.Writer, c *config, res *results) {
 					medianBy(rs, func(r wrkRun) float64 { return r.CPU.OtherCores }))
 			}
 		}
-		fmt.Fprintln(w, "\n| case | mirror/distribution (target >= 5) | mirror/ceiling (target >= 0.7) |")
-		fmt.Fprintln(w, "|---|---:|---:|")
+		fmt.Fprintln(w, "\n| case | mirror/distribution (target >= 5) | mirror/ceiling (target >= 0.7) | cache off: mirror/distribution, mirror/ceiling |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		for _, meth := range caseNames {
 			d := med[meth]["mirror"] / med[meth]["distribution"]
 			cl := med[meth]["mirror"] / med[meth]["ceiling"]
-			fmt.Fprintf(w, "| %s | %.2fx %s | %.2fx %s |\n", meth, d, verdict(d >= 5), cl, verdict(cl >= 0.7))
+			off := "-"
+			if nc, ok := med[meth][targetNoCache]; ok {
+				off = fmt.Sprintf("%.2fx, %.2fx", nc/med[meth]["distribution"], nc/med[meth]["ceiling"])
+			}
+			fmt.Fprintf(w, "| %s | %.2fx %s | %.2fx %s | %s |\n", meth, d, verdict(d >= 5), cl, verdict(cl >= 0.7), off)
 		}
 	}
 
