@@ -166,4 +166,3 @@ func poll(t *testing.T, what string, cond func() (bool, string)) {
 	}
 	t.Fatalf("timed out waiting for %s: %s", what, msg)
 }
-
