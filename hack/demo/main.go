@@ -27,55 +27,17 @@ import (
 )
 
 func main() {
-	d := &demo{}
+	p := &registrytest.Program{Prefix: "tagger-demo"}
 	code := 0
-	if err := d.run(); err != nil {
+	if err := p.Run(func() error { return run(p) }); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		code = 1
 	}
-	d.cleanup()
+	p.Close()
 	os.Exit(code)
 }
 
-// demo implements registrytest.T so the rig's registry runs outside a test.
-type demo struct {
-	cleanups []func()
-	failed   bool
-}
-
-type fatal struct{ msg string }
-
-func (d *demo) Helper()                   {}
-func (d *demo) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (d *demo) Errorf(f string, a ...any) { d.failed = true; d.Logf(f, a...) }
-func (d *demo) Fatalf(f string, a ...any) { d.failed = true; panic(fatal{fmt.Sprintf(f, a...)}) }
-func (d *demo) Cleanup(f func())          { d.cleanups = append(d.cleanups, f) }
-func (d *demo) Failed() bool              { return d.failed }
-func (d *demo) TempDir() string {
-	dir, err := os.MkdirTemp("", "tagger-demo-")
-	if err != nil {
-		d.Fatalf("temp dir: %v", err)
-	}
-	d.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func (d *demo) cleanup() {
-	for i := len(d.cleanups) - 1; i >= 0; i-- {
-		d.cleanups[i]()
-	}
-}
-
-func (d *demo) run() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(fatal)
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("%s", f.msg)
-		}
-	}()
+func run(d *registrytest.Program) error {
 	bin := testbin.Dir()
 	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {

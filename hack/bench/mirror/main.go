@@ -30,7 +30,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,7 +46,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -127,7 +125,7 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	r := &rig{}
+	r := &rig{Prefix: "tagger-bench"}
 	ctx, cancel := context.WithCancel(context.Background())
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -135,76 +133,22 @@ func benchMain(args []string) int {
 		s := <-sigc
 		fmt.Fprintf(os.Stderr, "bench: %v: stopping everything\n", s)
 		cancel()
-		r.cleanup()
+		r.Close()
 		os.Exit(130)
 	}()
 
 	code := 0
-	if err := r.protect(func() error { return run(ctx, r, &c) }); err != nil {
+	if err := r.Run(func() error { return run(ctx, r, &c) }); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 1
 	}
 	cancel()
-	r.cleanup()
+	r.Close()
 	return code
 }
 
-// rig implements registrytest.T outside a test, and owns every cleanup.
-type rig struct {
-	mu       sync.Mutex
-	cleanups []func()
-	failed   atomic.Bool
-	once     sync.Once
-}
-
-type fatal struct{ msg string }
-
-func (r *rig) Helper()                   {}
-func (r *rig) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (r *rig) Errorf(f string, a ...any) { r.failed.Store(true); r.Logf(f, a...) }
-func (r *rig) Fatalf(f string, a ...any) { r.failed.Store(true); panic(fatal{fmt.Sprintf(f, a...)}) }
-func (r *rig) Failed() bool              { return r.failed.Load() }
-
-func (r *rig) Cleanup(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cleanups = append(r.cleanups, f)
-}
-
-func (r *rig) TempDir() string {
-	dir, err := os.MkdirTemp("", "tagger-bench-")
-	if err != nil {
-		r.Fatalf("temp dir: %v", err)
-	}
-	r.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
-}
-
-// cleanup runs the cleanups once, newest first.
-func (r *rig) cleanup() {
-	r.once.Do(func() {
-		r.mu.Lock()
-		cs := slices.Clone(r.cleanups)
-		r.mu.Unlock()
-		for i := len(cs) - 1; i >= 0; i-- {
-			cs[i]()
-		}
-	})
-}
-
-// protect turns a Fatalf (or any panic) into an error, so the cleanups run.
-func (r *rig) protect(f func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			if ft, ok := p.(fatal); ok {
-				err = errors.New(ft.msg)
-				return
-			}
-			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
-		}
-	}()
-	return f()
-}
+// rig is the program's registrytest.T, owning every cleanup.
+type rig = registrytest.Program
 
 func logf(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
 
