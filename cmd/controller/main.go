@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
-	"k8s.io/client-go/tools/clientcmd"
-
+	"github.com/tagger-project/tagger/internal/daemonflags"
 	"github.com/tagger-project/tagger/pkg/controllerd"
-	"github.com/tagger-project/tagger/pkg/logging"
 )
 
 func main() {
@@ -27,9 +24,8 @@ func main() {
 func run() error {
 	o := controllerd.DefaultOptions()
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	var common daemonflags.Common
+	common.Register(fs)
 	plainHTTP := fs.String("plain-http-registries", "", "comma-separated registry hosts reached over http:// instead of https://")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics listen address (\"0\" disables)")
 	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz listen address (\"0\" disables)")
@@ -49,19 +45,14 @@ func run() error {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
-	if *plainHTTP != "" {
-		o.PlainHTTPRegistries = strings.Split(*plainHTTP, ",")
-	}
-	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	o.PlainHTTPRegistries = daemonflags.List(*plainHTTP)
+	log, err := common.Logger()
 	if err != nil {
 		return err
 	}
-	// Explicit path, else $KUBECONFIG or ~/.kube/config, else in-cluster: kubectl's order.
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = *kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := common.RESTConfig()
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -12,12 +12,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
-	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/internal/daemonflags"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
 )
 
@@ -35,9 +32,8 @@ func run(args []string) error {
 	}
 	o := nodeagent.DefaultOptions()
 	fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	var common daemonflags.Common
+	common.Register(fs)
 	strict := fs.String("strict-registries", "", "comma-separated registry patterns with no upstream fallback: pulls fail when the agent is down")
 	plain := fs.String("plain-http-registries", "", "comma-separated registry patterns whose upstream is plain http://")
 	fs.StringVar(&o.Listen, "listen", o.Listen, "mirror listen address (containerd asks it first)")
@@ -52,28 +48,19 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	o.StrictRegistries, o.PlainHTTPRegistries = split(*strict), split(*plain)
+	o.StrictRegistries, o.PlainHTTPRegistries = daemonflags.List(*strict), daemonflags.List(*plain)
 	if cleanup {
 		return nodeagent.Cleanup(o)
 	}
-	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	log, err := common.Logger()
 	if err != nil {
 		return err
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = *kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := common.RESTConfig()
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return nodeagent.Run(ctx, cfg, o, log)
-}
-
-func split(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, ",")
 }
