@@ -1,0 +1,292 @@
+// Command controller benchmarks the tagger controller and its webhooks on
+// real components, in one run (docs/benchmarks.md, "Controller and
+// webhooks"):
+//
+//  1. Webhook to served pin: the controller built from ./cmd/controller runs
+//     as a separate process against a real kube-apiserver and etcd
+//     (envtest) and a real distribution registry playing the upstream; a
+//     node agent (pkg/nodeagent, convergence off) runs in this process. Each
+//     iteration pushes a new image under the pinned tag, POSTs the generic
+//     webhook, and times how long until the node agent's pin table serves
+//     the new digest, with the breakdown (coalescing window, check, node).
+//  2. 5,000 Tags: a fresh controller process, 100 repositories x 50 tags
+//     with checkInterval 1m, behind registrytest's counting proxy. After
+//     every Tag has its first check it measures, over the following
+//     interval(s), upstream HEADs per interval, manifest and blob GETs, and
+//     the controller's RSS (VmRSS every second).
+//
+// Every process it starts is stopped when it exits, on error and on
+// SIGINT/SIGTERM too (and gets SIGKILL from the kernel if this program is
+// killed: Pdeathsig), except envtest's apiserver and etcd, which envtest
+// stops on every exit but SIGKILL.
+//
+//	go run ./hack/bench/controller                  # both parts (make bench)
+//	go run ./hack/bench/controller -skip-scale      # the webhook part only
+//	go run ./hack/bench/controller -repos 10 -tags-per-repo 10 -skip-webhook
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/hooks"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == wrapperCommand {
+		os.Exit(controllerMain(os.Args[2:]))
+	}
+	os.Exit(benchMain(os.Args[1:]))
+}
+
+type config struct {
+	iterations    int
+	warmup        int
+	repos         int
+	tagsPerRepo   int
+	interval      time.Duration
+	measure       time.Duration
+	firstPass     time.Duration
+	registryQPS   float64
+	maxChecks     int
+	kubeQPS       float64
+	kubeBurst     int
+	testbin       string
+	out           string
+	skipWebhook   bool
+	skipScale     bool
+	creators      int
+	pushers       int
+	listEvery     time.Duration
+	controllerLog string
+	verbose       bool
+	backToBack    int
+	controllerBin string
+}
+
+func benchMain(args []string) int {
+	var c config
+	fs := flag.NewFlagSet("controller", flag.ExitOnError)
+	fs.IntVar(&c.iterations, "n", 50, "webhook iterations measured")
+	fs.IntVar(&c.warmup, "warmup", 1, "webhook iterations run first and not measured")
+	fs.IntVar(&c.repos, "repos", 100, "repositories in the scale run (one image each)")
+	fs.IntVar(&c.tagsPerRepo, "tags-per-repo", 50, "tags per repository in the scale run (a Tag each)")
+	fs.DurationVar(&c.interval, "interval", time.Minute, "spec.checkInterval of the scale run's Tags (the CRD's minimum is 1m)")
+	fs.DurationVar(&c.measure, "measure", 2*time.Minute, "how long to measure after every Tag has its first check (at least 1.1 x -interval)")
+	fs.DurationVar(&c.firstPass, "first-pass-timeout", 30*time.Minute, "how long to wait for every Tag's first check before measuring anyway")
+	fs.Float64Var(&c.registryQPS, "registry-qps", 250, "the controller's --registry-qps")
+	fs.IntVar(&c.maxChecks, "max-concurrent-checks", 8, "the controller's --max-concurrent-checks")
+	fs.Float64Var(&c.kubeQPS, "kube-api-qps", 0, "0: run the shipped ./cmd/controller binary. Otherwise run the same controllerd.Run in a "+
+		"separate process with this client-side Kubernetes API rate limit (-1: none) - a what-if for a flag cmd/controller lacks")
+	fs.IntVar(&c.kubeBurst, "kube-api-burst", 0, "client-side burst with -kube-api-qps (0: 2 x qps)")
+	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
+	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
+	fs.BoolVar(&c.skipWebhook, "skip-webhook", false, "skip the webhook latency part")
+	fs.BoolVar(&c.skipScale, "skip-scale", false, "skip the 5,000-Tag part")
+	fs.IntVar(&c.creators, "creators", 8, "concurrent Tag creates in the scale run")
+	fs.IntVar(&c.pushers, "pushers", 8, "concurrent pushes while preparing the scale run's upstream")
+	fs.DurationVar(&c.listEvery, "list-every", 3*time.Second, "how often the first pass is polled (a List of every Tag)")
+	fs.StringVar(&c.controllerLog, "controller-log", "", "copy the controller processes' logs into this directory")
+	fs.BoolVar(&c.verbose, "v", false, "log every webhook iteration")
+	fs.StringVar(&c.controllerBin, "controller-bin", "", "run this controller binary instead of building ./cmd/controller (e.g. one built from another commit)")
+	fs.IntVar(&c.backToBack, "back-to-back", 5, "webhook pairs where a second push is POSTed right after the first was served (inside the coalescing window)")
+	_ = fs.Parse(args)
+	if c.iterations < 1 || c.repos < 1 || c.tagsPerRepo < 1 || c.interval < time.Minute || c.maxChecks < 1 || c.registryQPS <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -repos, -tags-per-repo, -max-concurrent-checks must be >= 1, -registry-qps > 0, -interval >= 1m")
+		return 2
+	}
+
+	r := &registrytest.Program{Prefix: "tagger-bench-controller"}
+	ctx, cancel := context.WithCancel(context.Background())
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigc
+		fmt.Fprintf(os.Stderr, "bench: %v: stopping everything\n", s)
+		cancel()
+		r.Close()
+		os.Exit(130)
+	}()
+
+	code := 0
+	if err := r.Run(func() error { return run(ctx, r, &c) }); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		code = 1
+	}
+	cancel()
+	r.Close()
+	return code
+}
+
+// env is what both parts share.
+type env struct {
+	root       string
+	cl         client.WithWatch
+	kubeconfig string
+	up         *registrytest.Registry
+	ctrl       controllerSpec
+	secretRef  string
+	token      string
+	logDir     string
+}
+
+// results is everything measured; -json writes it.
+type results struct {
+	Machine map[string]any  `json:"machine"`
+	Config  map[string]any  `json:"config"`
+	Webhook *webhookResults `json:"webhook,omitempty"`
+	Scale   *scaleResults   `json:"scale,omitempty"`
+}
+
+func run(ctx context.Context, r *registrytest.Program, c *config) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
+		if fi, err := os.Stat(filepath.Join(c.testbin, b)); err != nil || fi.Mode().Perm()&0o111 == 0 {
+			return fmt.Errorf("rig binary %s missing in %s: run `make testbin` (or pass -testbin)", b, c.testbin)
+		}
+	}
+	res := &results{
+		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": loadavg()},
+		Config: map[string]any{
+			"iterations": c.iterations, "warmup": c.warmup, "repos": c.repos, "tags_per_repo": c.tagsPerRepo,
+			"interval": c.interval.String(), "measure": c.measure.String(), "registry_qps": c.registryQPS,
+			"max_concurrent_checks": c.maxChecks, "kube_api_qps": c.kubeQPS, "kube_api_burst": c.kubeBurst,
+			"webhook_coalesce": hooks.DefaultCoalesce.String(), "controller_bin": c.controllerBin,
+		},
+	}
+	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), loadavg())
+
+	e := &env{root: root, logDir: r.TempDir()}
+	if c.controllerLog != "" {
+		if err := os.MkdirAll(c.controllerLog, 0o755); err != nil {
+			return err
+		}
+		e.logDir = c.controllerLog
+	}
+
+	bin := c.controllerBin
+	if bin == "" {
+		logf("building ./cmd/controller")
+		if bin, err = buildController(ctx, root, r.TempDir()); err != nil {
+			return err
+		}
+	} else {
+		logf("controller binary: %s", bin)
+	}
+	e.ctrl = controllerSpec{bin: bin, dir: e.logDir, name: "controller"}
+	if c.kubeQPS != 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		burst := c.kubeBurst
+		if burst == 0 {
+			burst = max(int(2*c.kubeQPS), 10)
+		}
+		e.ctrl = controllerSpec{bin: self, pre: []string{wrapperCommand,
+			"--kube-api-qps", fmt.Sprint(c.kubeQPS), "--kube-api-burst", fmt.Sprint(burst)},
+			dir: e.logDir, name: "controller-kubeqps"}
+		logf("WHAT-IF: the controller process is controllerd.Run with a client-side API limit of %v QPS, burst %d (not the shipped binary)", c.kubeQPS, burst)
+	}
+
+	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
+	cluster, err := kubetest.Start(c.testbin)
+	if err != nil {
+		return err
+	}
+	r.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			logf("stop envtest: %v", err)
+		}
+	})
+	cfg := cluster.Config
+	scheme, err := controllerd.Scheme()
+	if err != nil {
+		return err
+	}
+	if e.cl, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	e.kubeconfig = filepath.Join(r.TempDir(), "kubeconfig")
+	if err := os.WriteFile(e.kubeconfig, cluster.KubeConfig, 0o600); err != nil {
+		return err
+	}
+
+	// The webhook Secret: the generic provider's token.
+	const ns, secretName = "tagger-system", "tagger-webhooks"
+	e.token = fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	e.secretRef = ns + "/" + secretName
+	if err := e.cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return fmt.Errorf("create namespace: %w", err)
+	}
+	if err := e.cl.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secretName},
+		Data:       map[string][]byte{hooks.SecretKeyGeneric: []byte(e.token)},
+	}); err != nil {
+		return fmt.Errorf("create webhook secret: %w", err)
+	}
+
+	logf("starting the upstream registry (distribution)")
+	e.up = registrytest.Start(r, filepath.Join(c.testbin, "registry"), registrytest.Options{})
+
+	if !c.skipWebhook {
+		w, err := runWebhook(ctx, r, c, e, cfg)
+		if err != nil {
+			return fmt.Errorf("webhook part: %w", err)
+		}
+		res.Webhook = w
+	}
+	if !c.skipScale {
+		s, err := runScale(ctx, r, c, e)
+		if err != nil {
+			return fmt.Errorf("scale part: %w", err)
+		}
+		res.Scale = s
+	}
+	res.Machine["loadavg_end"] = loadavg()
+
+	report(os.Stdout, c, res)
+	if c.out != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.out, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		logf("raw results written to %s", c.out)
+	}
+	return nil
+}
+
+// controllerArgs are the flags both parts start the controller with (the
+// listen addresses are added by startController).
+func (e *env) controllerArgs(c *config) []string {
+	return []string{
+		"--kubeconfig", e.kubeconfig,
+		"--webhook-secret", e.secretRef,
+		"--plain-http-registries", "127.0.0.1:*",
+		"--registry-qps", fmt.Sprint(c.registryQPS),
+		"--max-concurrent-checks", fmt.Sprint(c.maxChecks),
+		"--log-format", "json",
+	}
+}
