@@ -32,6 +32,8 @@ func run() error {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease")
 	fs.IntVar(&o.MaxConcurrentChecks, "max-concurrent-checks", o.MaxConcurrentChecks, "Tags reconciled (and upstream checks in flight) at once")
+	kubeQPS := fs.Float64("kube-api-qps", float64(o.KubeAPIQPS), "requests per second to the apiserver (each check writes a status)")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the apiserver")
 	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "bundled registry that Tags with spec.cache are copied into (\"\" disables caching)")
 	fs.IntVar(&o.MaxConcurrentCopies, "max-concurrent-copies", o.MaxConcurrentCopies, "blobs in flight per copy into the bundled registry")
 	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "registry webhook receivers listen address (\"0\" disables)")
@@ -46,6 +48,7 @@ func run() error {
 		return err
 	}
 	o.PlainHTTPRegistries = daemonflags.List(*plainHTTP)
+	o.KubeAPIQPS = float32(*kubeQPS)
 	log, err := common.Logger()
 	if err != nil {
 		return err

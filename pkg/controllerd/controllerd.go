@@ -51,6 +51,10 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// UpstreamTimeout bounds one upstream request.
 	UpstreamTimeout time.Duration
+	// KubeAPIQPS and KubeAPIBurst bound the controller's requests to the
+	// apiserver; every check writes a status, so they bound checks/s too.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 	// RegistryURL is the bundled registry Tags with spec.cache are copied
 	// into ("" disables caching).
 	RegistryURL string
@@ -78,6 +82,8 @@ func DefaultOptions() Options {
 		MetricsAddr:             ":8443",
 		HealthAddr:              ":8081",
 		WebhookAddr:             ":8080",
+		KubeAPIQPS:              50,
+		KubeAPIBurst:            100,
 		MaxConcurrentCopies:     imagecopy.DefaultMaxConcurrent,
 		LeaderElectionNamespace: "tagger-system",
 		LeaderElectionID:        "tagger-controller.tagger.dev",
@@ -111,6 +117,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		return fmt.Errorf("--max-concurrent-checks must be at least 1, got %d", o.MaxConcurrentChecks)
 	}
 	ctrl.SetLogger(logging.Logr(log))
+	// client-go's default (5/s, burst 10) would cap the controller at about
+	// five checks a second, whatever the upstream allows.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
 	scheme, err := Scheme()
 	if err != nil {
 		return err
