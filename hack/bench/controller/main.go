@@ -1,28 +1,32 @@
 // Command controller benchmarks the tagger controller and its webhooks on
 // real components, in one run (docs/benchmarks.md, "Controller and
-// webhooks"):
+// webhooks"). The controller is the binary built from ./cmd/controller,
+// run as a separate process against a real kube-apiserver and etcd
+// (envtest, internal/kubetest) and a real distribution registry playing the
+// upstream (internal/registrytest):
 //
-//  1. Webhook to served pin: the controller built from ./cmd/controller runs
-//     as a separate process against a real kube-apiserver and etcd
-//     (envtest) and a real distribution registry playing the upstream; a
-//     node agent (pkg/nodeagent, convergence off) runs in this process. Each
-//     iteration pushes a new image under the pinned tag, POSTs the generic
-//     webhook, and times how long until the node agent's pin table serves
-//     the new digest, with the breakdown (coalescing window, check, node).
-//  2. 5,000 Tags: a fresh controller process, 100 repositories x 50 tags
-//     with checkInterval 1m, behind registrytest's counting proxy. After
-//     every Tag has its first check it measures, over the following
-//     interval(s), upstream HEADs per interval, manifest and blob GETs, and
-//     the controller's RSS (VmRSS every second).
+//  1. Webhook to served pin: a node agent (pkg/nodeagent, CRI convergence
+//     off) runs in this process. Each iteration pushes a new image under
+//     the pinned tag, POSTs the generic webhook, and times how long until
+//     the node agent's pin table serves the new digest, with the breakdown
+//     (webhook queue and patch, check and status write, node agent).
+//     Iterations are spaced by more than the coalescing window; then a few
+//     "back to back" pairs POST a second push inside the window.
+//  2. 5,000 Tags, once per -scale-kube-api-qps value: a fresh controller
+//     process, 100 repositories x 50 tags with checkInterval 1m, behind
+//     registrytest's counting proxy. After every Tag has its first check it
+//     measures, over the following interval(s), upstream HEADs per interval,
+//     manifest and blob GETs, and the controller's RSS (VmRSS every second).
 //
 // Every process it starts is stopped when it exits, on error and on
-// SIGINT/SIGTERM too (and gets SIGKILL from the kernel if this program is
-// killed: Pdeathsig), except envtest's apiserver and etcd, which envtest
-// stops on every exit but SIGKILL.
+// SIGINT/SIGTERM too (the controller and the registry also get SIGKILL from
+// the kernel if this program is killed: Pdeathsig; envtest's apiserver and
+// etcd are stopped by envtest on every exit but SIGKILL).
 //
 //	go run ./hack/bench/controller                  # both parts (make bench)
 //	go run ./hack/bench/controller -skip-scale      # the webhook part only
-//	go run ./hack/bench/controller -repos 10 -tags-per-repo 10 -skip-webhook
+//	go run ./hack/bench/controller -skip-webhook -scale-kube-api-qps 150
+//	go run ./hack/bench/controller -repos 10 -tags-per-repo 10 -measure 70s   # a quick look
 package main
 
 import (
@@ -34,6 +38,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,9 +55,6 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == wrapperCommand {
-		os.Exit(controllerMain(os.Args[2:]))
-	}
 	os.Exit(benchMain(os.Args[1:]))
 }
 
@@ -65,8 +68,7 @@ type config struct {
 	firstPass     time.Duration
 	registryQPS   float64
 	maxChecks     int
-	kubeQPS       float64
-	kubeBurst     int
+	scaleQPS      []string
 	testbin       string
 	out           string
 	skipWebhook   bool
@@ -92,9 +94,8 @@ func benchMain(args []string) int {
 	fs.DurationVar(&c.firstPass, "first-pass-timeout", 30*time.Minute, "how long to wait for every Tag's first check before measuring anyway")
 	fs.Float64Var(&c.registryQPS, "registry-qps", 250, "the controller's --registry-qps")
 	fs.IntVar(&c.maxChecks, "max-concurrent-checks", 8, "the controller's --max-concurrent-checks")
-	fs.Float64Var(&c.kubeQPS, "kube-api-qps", 0, "0: run the shipped ./cmd/controller binary. Otherwise run the same controllerd.Run in a "+
-		"separate process with this client-side Kubernetes API rate limit (-1: none) - a what-if for a flag cmd/controller lacks")
-	fs.IntVar(&c.kubeBurst, "kube-api-burst", 0, "client-side burst with -kube-api-qps (0: 2 x qps)")
+	scaleQPS := fs.String("scale-kube-api-qps", "default,150", "comma-separated: one scale run per value; \"default\" leaves the "+
+		"controller's --kube-api-qps at its default, a number N passes --kube-api-qps N --kube-api-burst 2N")
 	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.BoolVar(&c.skipWebhook, "skip-webhook", false, "skip the webhook latency part")
@@ -107,6 +108,15 @@ func benchMain(args []string) int {
 	fs.StringVar(&c.controllerBin, "controller-bin", "", "run this controller binary instead of building ./cmd/controller (e.g. one built from another commit)")
 	fs.IntVar(&c.backToBack, "back-to-back", 5, "webhook pairs where a second push is POSTed right after the first was served (inside the coalescing window)")
 	_ = fs.Parse(args)
+	for _, v := range strings.Split(*scaleQPS, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			if _, err := strconv.ParseFloat(v, 64); err != nil && v != "default" {
+				fmt.Fprintf(os.Stderr, "bench: -scale-kube-api-qps: %q is neither a number nor \"default\"\n", v)
+				return 2
+			}
+			c.scaleQPS = append(c.scaleQPS, v)
+		}
+	}
 	if c.iterations < 1 || c.repos < 1 || c.tagsPerRepo < 1 || c.interval < time.Minute || c.maxChecks < 1 || c.registryQPS <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -n, -repos, -tags-per-repo, -max-concurrent-checks must be >= 1, -registry-qps > 0, -interval >= 1m")
 		return 2
@@ -151,7 +161,7 @@ type results struct {
 	Machine map[string]any  `json:"machine"`
 	Config  map[string]any  `json:"config"`
 	Webhook *webhookResults `json:"webhook,omitempty"`
-	Scale   *scaleResults   `json:"scale,omitempty"`
+	Scale   []*scaleResults `json:"scale,omitempty"`
 }
 
 func run(ctx context.Context, r *registrytest.Program, c *config) error {
@@ -169,7 +179,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		Config: map[string]any{
 			"iterations": c.iterations, "warmup": c.warmup, "repos": c.repos, "tags_per_repo": c.tagsPerRepo,
 			"interval": c.interval.String(), "measure": c.measure.String(), "registry_qps": c.registryQPS,
-			"max_concurrent_checks": c.maxChecks, "kube_api_qps": c.kubeQPS, "kube_api_burst": c.kubeBurst,
+			"max_concurrent_checks": c.maxChecks, "scale_kube_api_qps": c.scaleQPS,
 			"webhook_coalesce": hooks.DefaultCoalesce.String(), "controller_bin": c.controllerBin,
 		},
 	}
@@ -193,21 +203,6 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		logf("controller binary: %s", bin)
 	}
 	e.ctrl = controllerSpec{bin: bin, dir: e.logDir, name: "controller"}
-	if c.kubeQPS != 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		burst := c.kubeBurst
-		if burst == 0 {
-			burst = max(int(2*c.kubeQPS), 10)
-		}
-		e.ctrl = controllerSpec{bin: self, pre: []string{wrapperCommand,
-			"--kube-api-qps", fmt.Sprint(c.kubeQPS), "--kube-api-burst", fmt.Sprint(burst)},
-			dir: e.logDir, name: "controller-kubeqps"}
-		logf("WHAT-IF: the controller process is controllerd.Run with a client-side API limit of %v QPS, burst %d (not the shipped binary)", c.kubeQPS, burst)
-	}
-
 	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
 	cluster, err := kubetest.Start(c.testbin)
 	if err != nil {
@@ -256,11 +251,22 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		res.Webhook = w
 	}
 	if !c.skipScale {
-		s, err := runScale(ctx, r, c, e)
+		digests, err := prepareScale(r, c, e)
 		if err != nil {
 			return fmt.Errorf("scale part: %w", err)
 		}
-		res.Scale = s
+		for i, qps := range c.scaleQPS {
+			if i > 0 {
+				if err := deleteTags(ctx, e); err != nil {
+					return fmt.Errorf("scale part: %w", err)
+				}
+			}
+			s, err := runScale(ctx, r, c, e, digests, qps)
+			if err != nil {
+				return fmt.Errorf("scale part (--kube-api-qps %s): %w", qps, err)
+			}
+			res.Scale = append(res.Scale, s)
+		}
 	}
 	res.Machine["loadavg_end"] = loadavg()
 
@@ -279,9 +285,10 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 }
 
 // controllerArgs are the flags both parts start the controller with (the
-// listen addresses are added by startController).
-func (e *env) controllerArgs(c *config) []string {
-	return []string{
+// listen addresses are added by startController). kubeQPS "default" (or "")
+// leaves the controller's Kubernetes API rate limit at its default.
+func (e *env) controllerArgs(c *config, kubeQPS string) []string {
+	args := []string{
 		"--kubeconfig", e.kubeconfig,
 		"--webhook-secret", e.secretRef,
 		"--plain-http-registries", "127.0.0.1:*",
@@ -289,4 +296,9 @@ func (e *env) controllerArgs(c *config) []string {
 		"--max-concurrent-checks", fmt.Sprint(c.maxChecks),
 		"--log-format", "json",
 	}
+	if kubeQPS != "" && kubeQPS != "default" {
+		q, _ := strconv.ParseFloat(kubeQPS, 64)
+		args = append(args, "--kube-api-qps", kubeQPS, "--kube-api-burst", fmt.Sprint(int(max(2*q, 10))))
+	}
+	return args
 }

@@ -68,7 +68,6 @@ type controllerProc struct {
 // controllerSpec says how to start the controller.
 type controllerSpec struct {
 	bin  string   // the binary
-	pre  []string // arguments before the flags (a subcommand)
 	args []string // flags other than the listen addresses
 	dir  string   // where its log goes
 	name string   // for the log file name and messages
@@ -112,8 +111,7 @@ func tryStartController(r *registrytest.Program, s controllerSpec, attempt int) 
 	if err != nil {
 		return nil, err
 	}
-	args := append(append([]string(nil), s.pre...), s.args...)
-	args = append(args, "--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health)
+	args := append(append([]string(nil), s.args...), "--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health)
 	p.cmd = exec.Command(s.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
@@ -34,31 +35,37 @@ type sample struct {
 }
 
 type scaleResults struct {
-	Tags            int                `json:"tags"`
-	Repos           int                `json:"repos"`
-	CreateSeconds   float64            `json:"create_s"`
-	FirstPassDone   bool               `json:"first_pass_done"`
-	FirstPassTags   int                `json:"first_pass_tags"` // Tags with their first check at measure start
-	FirstPassSecs   float64            `json:"first_pass_s"`    // first create -> every Tag checked
-	FirstPass       map[string]int     `json:"first_pass_upstream"`
-	MeasureStart    float64            `json:"measure_start_s"`
-	MeasureSeconds  float64            `json:"measure_s"`
-	Window          map[string]int     `json:"window_upstream"` // the whole measurement window
-	PerInterval     []int              `json:"heads_per_interval"`
-	TagsCovered     int                `json:"tags_checked_within_1_1_intervals"`
-	TagsTwice       int                `json:"tags_checked_twice_in_first_interval"`
-	Gaps            gapStats           `json:"gaps"`
-	RSSMax          int64              `json:"rss_max_bytes"`
-	RSSMaxWindow    int64              `json:"rss_max_window_bytes"`
-	RSSAtStart      int64              `json:"rss_at_measure_start_bytes"`
-	RSSFinal        int64              `json:"rss_final_bytes"`
-	CPU             cpuShare           `json:"cpu_window"`
-	CPUFirstPass    cpuShare           `json:"cpu_first_pass"`
-	MetricsAtStart  map[string]float64 `json:"metrics_at_measure_start"`
-	MetricsAtEnd    map[string]float64 `json:"metrics_at_end"`
-	Loadavg         [2]string          `json:"loadavg"`
-	Samples         []sample           `json:"samples"`
-	ControllerAlive bool               `json:"controller_alive"`
+	KubeAPIQPS     string         `json:"kube_api_qps"` // "default": the controller's own
+	Tags           int            `json:"tags"`
+	Repos          int            `json:"repos"`
+	CreateSeconds  float64        `json:"create_s"`
+	FirstPassDone  bool           `json:"first_pass_done"`
+	FirstPassTags  int            `json:"first_pass_tags"` // Tags with their first check at measure start
+	FirstPassSecs  float64        `json:"first_pass_s"`    // first create -> every Tag checked
+	FirstPass      map[string]int `json:"first_pass_upstream"`
+	MeasureStart   float64        `json:"measure_start_s"`
+	MeasureSeconds float64        `json:"measure_s"`
+	Window         map[string]int `json:"window_upstream"` // the whole measurement window
+	PerInterval    []int          `json:"heads_per_interval"`
+	// SteadyPerInterval is sum over Tags of interval / (the Tag's mean time
+	// between HEADs over the whole run): HEADs per interval once the
+	// phases of the first pass no longer matter. Tags with one HEAD only
+	// (TagsOneHead) are left out.
+	SteadyPerInterval float64            `json:"steady_heads_per_interval"`
+	TagsOneHead       int                `json:"tags_with_one_head"`
+	TagsCovered       int                `json:"tags_checked_within_1_1_intervals"`
+	Gaps              gapStats           `json:"gaps"`
+	RSSMax            int64              `json:"rss_max_bytes"`
+	RSSMaxWindow      int64              `json:"rss_max_window_bytes"`
+	RSSAtStart        int64              `json:"rss_at_measure_start_bytes"`
+	RSSFinal          int64              `json:"rss_final_bytes"`
+	CPU               cpuShare           `json:"cpu_window"`
+	CPUFirstPass      cpuShare           `json:"cpu_first_pass"`
+	MetricsAtStart    map[string]float64 `json:"metrics_at_measure_start"`
+	MetricsAtEnd      map[string]float64 `json:"metrics_at_end"`
+	Loadavg           [2]string          `json:"loadavg"`
+	Samples           []sample           `json:"samples"`
+	ControllerAlive   bool               `json:"controller_alive"`
 }
 
 // gapStats are the times between consecutive HEADs of one tag, in seconds
@@ -68,7 +75,7 @@ type gapStats struct {
 	Min      float64 `json:"min_s"`
 	Median   float64 `json:"median_s"`
 	Max      float64 `json:"max_s"`
-	TooShort int     `json:"too_short"` // < 0.9 x interval - 1 s
+	TooShort int     `json:"too_short"` // < 0.9 x interval - 2 s
 	TooLong  int     `json:"too_long"`  // > 1.1 x interval + 2 s
 }
 
@@ -76,16 +83,15 @@ var metricNames = []string{
 	"tagger_checks_total", "workqueue_depth", "workqueue_adds_total",
 	"rest_client_rate_limiter_duration_seconds_sum", "rest_client_rate_limiter_duration_seconds_count",
 	"rest_client_requests_total", "tagger_upstream_rate_limited_total",
+	"go_memstats_heap_inuse_bytes", "go_goroutines",
 }
 
-func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env) (*scaleResults, error) {
-	n := c.repos * c.tagsPerRepo
-	res := &scaleResults{Tags: n, Repos: c.repos}
-
-	// The upstream: one image per repository, the same manifest under every tag.
-	logf("scale: pushing %d images under %d tags", c.repos, n)
+// prepareScale pushes one image per repository to the upstream and tags it
+// tagsPerRepo times; it returns each repository's digest.
+func prepareScale(r *registrytest.Program, c *config, e *env) ([]string, error) {
+	logf("scale: pushing %d images under %d tags", c.repos, c.repos*c.tagsPerRepo)
 	digests := make([]string, c.repos)
-	if err := parallel(r, c.pushers, c.repos, func(i int) error {
+	err := parallel(r, c.pushers, c.repos, func(i int) error {
 		repo := scaleRepo(i)
 		img := e.up.PushImage(r, repo, scaleTagName(0), registrytest.ImageOptions{})
 		for j := 1; j < c.tagsPerRepo; j++ {
@@ -93,13 +99,40 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env) (
 		}
 		digests[i] = img.Digest.String()
 		return nil
-	}); err != nil {
-		return nil, err
+	})
+	return digests, err
+}
+
+// deleteTags deletes every Tag and waits until they are gone.
+func deleteTags(ctx context.Context, e *env) error {
+	logf("scale: deleting the Tags of the previous run")
+	if err := e.cl.DeleteAllOf(ctx, &v1alpha1.Tag{}); err != nil {
+		return fmt.Errorf("delete Tags: %w", err)
 	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var list v1alpha1.TagList
+		if err := e.cl.List(ctx, &list, client.Limit(1)); err != nil {
+			return fmt.Errorf("list Tags: %w", err)
+		}
+		if len(list.Items) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("Tags still there 2 minutes after deleting them all")
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, digests []string, kubeQPS string) (*scaleResults, error) {
+	n := c.repos * c.tagsPerRepo
+	res := &scaleResults{Tags: n, Repos: c.repos, KubeAPIQPS: kubeQPS}
 	proxy := registrytest.NewCountingProxy(r, e.up.URL())
 
-	logf("scale: starting a fresh controller process")
-	ctl, err := startController(r, controllerSpec{bin: e.ctrl.bin, pre: e.ctrl.pre, args: e.controllerArgs(c), dir: e.ctrl.dir, name: e.ctrl.name + "-scale"})
+	args := e.controllerArgs(c, kubeQPS)
+	logf("scale: starting a fresh controller process: --kube-api-qps %s", kubeQPS)
+	ctl, err := startController(r, controllerSpec{bin: e.ctrl.bin, args: args, dir: e.ctrl.dir, name: e.ctrl.name + "-scale-qps-" + kubeQPS})
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +294,7 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env) (
 	res.MetricsAtEnd, _ = scrape(ctl.metrics, metricNames...)
 	res.ControllerAlive = ctl.alive()
 	stopSampler()
+	ctl.stop()
 	res.Loadavg[1] = loadavg()
 	endSample := samples[len(samples)-1]
 	res.MeasureSeconds = endSample.T - startSample.T
@@ -315,13 +349,10 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env) (
 	var gaps []float64
 	coverTo := startSample.T + 1.1*iv + 2
 	for _, ts := range perTag {
-		covered, inFirst := false, 0
+		covered := false
 		for j, t := range ts {
 			if t > startSample.T && t <= coverTo {
 				covered = true
-			}
-			if t > startSample.T && t <= startSample.T+iv {
-				inFirst++
 			}
 			if j > 0 {
 				gaps = append(gaps, t-ts[j-1])
@@ -330,15 +361,17 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env) (
 		if covered {
 			res.TagsCovered++
 		}
-		if inFirst > 1 {
-			res.TagsTwice++
+		if len(ts) >= 2 {
+			res.SteadyPerInterval += iv / ((ts[len(ts)-1] - ts[0]) / float64(len(ts)-1))
+		} else {
+			res.TagsOneHead++
 		}
 	}
 	sort.Float64s(gaps)
 	if len(gaps) > 0 {
 		res.Gaps = gapStats{N: len(gaps), Min: gaps[0], Median: gaps[len(gaps)/2], Max: gaps[len(gaps)-1]}
 		for _, g := range gaps {
-			if g < 0.9*iv-1 {
+			if g < 0.9*iv-2 {
 				res.Gaps.TooShort++
 			}
 			if g > 1.1*iv+2 {

@@ -76,7 +76,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	img := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
 
 	logf("webhook: starting the controller process")
-	ctl, err := startController(r, controllerSpec{bin: e.ctrl.bin, pre: e.ctrl.pre, args: e.controllerArgs(c), dir: e.ctrl.dir, name: e.ctrl.name + "-webhook"})
+	ctl, err := startController(r, controllerSpec{bin: e.ctrl.bin, args: e.controllerArgs(c, "default"), dir: e.ctrl.dir, name: e.ctrl.name + "-webhook"})
 	if err != nil {
 		return nil, err
 	}
