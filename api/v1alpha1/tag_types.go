@@ -8,6 +8,12 @@ import (
 // value changes.
 const CheckAnnotation = "tagger.dev/check"
 
+// CacheFinalizer is set by the controller on Tags whose generations it
+// copies into the bundled registry, so deleting the Tag first removes its
+// cache tags (the registry's garbage collector then frees the blobs no
+// other generation uses).
+const CacheFinalizer = "tagger.dev/cache-cleanup"
+
 // Condition types on a Tag.
 const (
 	// ConditionReady is True when the Tag serves a generation as its spec asks.
@@ -56,7 +62,8 @@ type TagSpec struct {
 
 	// Cache copies every generation into the bundled registry. With a
 	// pullSecretRef this makes a private image pullable by every node without
-	// credentials.
+	// credentials. The controller then adds the tagger.dev/cache-cleanup
+	// finalizer, so deleting the Tag removes its copies first.
 	// +optional
 	Cache bool `json:"cache,omitempty"`
 

@@ -2,6 +2,7 @@ package tagcontroller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -147,12 +148,13 @@ func (r *Reconciler) setCachedGaugeLocked() {
 
 // pruneCache deletes from the bundled registry the manifests that only
 // pruned generations reach; a generation still kept by any Tag of the same
-// cache repository keeps its tree (and the layers it shares). Blobs go when
-// the registry's garbage collector runs. A failure leaves orphans for a
-// later collection, never a kept generation broken.
-func (r *Reconciler) pruneCache(ctx context.Context, tag *v1alpha1.Tag, pruned []v1alpha1.Generation, log logrus.FieldLogger) {
+// cache repository (for this Tag: kept) keeps its tree and the layers it
+// shares. Blobs go when the registry's garbage collector runs. A failure
+// leaves orphans for a later prune, never a kept generation broken; it is
+// reported in an Event and returned.
+func (r *Reconciler) pruneCache(ctx context.Context, tag *v1alpha1.Tag, pruned, kept []v1alpha1.Generation, log logrus.FieldLogger) error {
 	if r.Cacher == nil {
-		return
+		return nil
 	}
 	drop := map[string][]digest.Digest{} // cache repository -> roots
 	for _, g := range pruned {
@@ -166,18 +168,18 @@ func (r *Reconciler) pruneCache(ctx context.Context, tag *v1alpha1.Tag, pruned [
 		drop[ref.CacheRepository()] = append(drop[ref.CacheRepository()], digest.Digest(g.Digest))
 	}
 	if len(drop) == 0 {
-		return
+		return nil
 	}
 	var all v1alpha1.TagList
 	if err := r.Client.List(ctx, &all); err != nil {
 		log.WithError(err).Warn("list Tags to prune the cache; orphans stay until a later prune")
-		return
+		return fmt.Errorf("list Tags to prune the cache of Tag %s: %w", tag.Name, err)
 	}
 	keep := map[string][]digest.Digest{}
 	for _, t := range all.Items {
 		gens := t.Status.Generations
 		if t.Name == tag.Name {
-			gens = tag.Status.Generations // the kept history, not the cached object's
+			gens = kept // the kept history, not the cached object's
 		}
 		for _, g := range gens {
 			if ref, err := pins.ParseReference(g.Image); err == nil {
@@ -185,14 +187,17 @@ func (r *Reconciler) pruneCache(ctx context.Context, tag *v1alpha1.Tag, pruned [
 			}
 		}
 	}
+	var errs []error
 	for repo, roots := range drop {
 		res, err := r.Cacher.Prune(ctx, repo, roots, keep[repo])
 		if err != nil {
 			msg := fmt.Sprintf("prune of %s from the bundled registry failed: %v", repo, err)
 			r.event(tag, corev1.EventTypeWarning, "CachePruneFailed", "Prune", msg)
 			log.WithError(err).WithField("repository", repo).Warn("cache prune failed")
+			errs = append(errs, err)
 			continue
 		}
 		log.WithFields(logrus.Fields{"repository": repo, "deleted": len(res.Deleted)}).Info("pruned generations from the bundled registry")
 	}
+	return errors.Join(errs...)
 }

@@ -70,6 +70,7 @@ type Reconciler struct {
 	retryAfter   map[string]time.Duration // upstream-requested waits, per Tag name
 	copyFailures map[string]int32         // consecutive failed copies, per Tag name
 	cachedPerTag map[string]int           // cached generations, per Tag name (for the gauge)
+	cleanupSince map[string]time.Time     // first failed cache cleanup of a deleted Tag
 }
 
 func (r *Reconciler) now() time.Time {
@@ -86,11 +87,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsNotFound(err) {
 			r.setRetryAfter(req.Name, 0)
 			r.forgetCache(req.Name)
+			r.forgetCleanup(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
 	}
 	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
+	if !tag.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &tag, log)
+	}
+	if err := r.ensureFinalizer(ctx, &tag); err != nil {
+		return ctrl.Result{}, err
+	}
 	orig := tag.Status.DeepCopy()
 	st := &tag.Status
 	// Whole seconds, as status.lastCheck stores it, so the jittered due time
@@ -327,7 +335,9 @@ func (r *Reconciler) prune(ctx context.Context, tag *v1alpha1.Tag, log logrus.Fi
 	}
 	var pruned []v1alpha1.Generation
 	tag.Status.Generations, pruned = pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
-	r.pruneCache(ctx, tag, pruned, log)
+	// A failed prune is reported (Event, log) by pruneCache; the manifests
+	// it could not delete only cost space in the bundled registry.
+	_ = r.pruneCache(ctx, tag, pruned, tag.Status.Generations, log)
 }
 
 // finish fills the derived status fields the printer columns show.

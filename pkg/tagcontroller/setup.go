@@ -27,8 +27,12 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, max
 		return err
 	}
 	// Status writes are ours: only spec (generation) and annotation changes,
-	// creates and deletes start a reconcile; timed re-checks come from RequeueAfter.
-	changed := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{})
+	// creates, deletions and deletes start a reconcile; timed re-checks come from RequeueAfter.
+	// Deletion too: a Tag with the cache finalizer needs its cleanup run.
+	deleting := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+	}}
+	changed := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deleting)
 	// A Tag appearing or going away can change who wins its image.
 	createDelete := predicate.Funcs{
 		CreateFunc:  func(event.CreateEvent) bool { return true },
