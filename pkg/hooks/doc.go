@@ -23,7 +23,7 @@
 //	POST /hooks/quay/<token>       Quay "Repository Push" notification
 //	POST /hooks/github             GitHub "package"/"registry_package" events, X-Hub-Signature-256
 //	POST /hooks/harbor             Harbor PUSH_ARTIFACT (pushImage before v2), Authorization header
-//	POST /hooks/generic/<token>    {"image": "<reference>"}
+//	POST /hooks/generic/<token>    {"image": "<reference>", "id": "<push id, optional>"}
 //
 // Answers: 202 {"checks": N} when N Tags were queued for a check; 200
 // {"checks": 0, "ignored": "..."} for an authenticated, well-formed delivery

@@ -7,9 +7,14 @@ import (
 )
 
 // genericPayload is what a CI pipeline posts after a push:
-// {"image": "registry.example.com/team/app:v1"}.
+// {"image": "registry.example.com/team/app:v1", "id": "run-4711"}.
 type genericPayload struct {
 	Image string `json:"image"`
+	// ID names the push (a CI run id, the pushed digest). It is only read
+	// by the coalescing queue, through the payload: two pushes of one tag
+	// within the coalescing window with different ids are both checked,
+	// while byte-identical payloads count as one delivery.
+	ID string `json:"id,omitempty"`
 }
 
 // parseGeneric normalizes image the way Tags are ("nginx" is

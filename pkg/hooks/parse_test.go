@@ -223,6 +223,8 @@ func TestParseGeneric(t *testing.T) {
 		{name: "invalid", body: genericSample("Not A Ref"), wantErr: "invalid image"},
 		{name: "missing image", body: `{"ref":"nginx"}`, wantErr: "missing image"},
 		{name: "image not a string", body: `{"image":["nginx"]}`, wantErr: "malformed JSON"},
+		{name: "with a push id", body: `{"image":"nginx:1.27","id":"run-4711"}`, want: []string{"docker.io/library/nginx:1.27"}},
+		{name: "id not a string", body: `{"image":"nginx","id":4711}`, wantErr: "malformed JSON"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

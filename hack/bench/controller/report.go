@@ -70,7 +70,7 @@ func report(w io.Writer, c *config, res *results) {
 					served++
 				}
 			}
-			fmt.Fprintf(w, "\nback to back (a second push, same generic body, POSTed right after the first was served): %d of %d second pushes reached the pin table without another webhook\n",
+			fmt.Fprintf(w, "\nback to back (a second push, its generic body naming the push with \"id\", POSTed right after the first was served, inside the coalescing window): %d of %d second pushes reached the pin table without another webhook\n",
 				served, len(wr.BackToBack))
 			fmt.Fprintf(w, "| # | POST after previous check | answer | served | POST -> pin | later webhook -> pin |\n|---|---:|---|---|---:|---:|\n")
 			for i, b := range wr.BackToBack {

@@ -144,9 +144,15 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	}
 
 	url := "http://" + ctl.webhook + "/hooks/generic/" + e.token
-	body, _ := json.Marshal(map[string]string{"image": image})
 	hc := &http.Client{Timeout: 10 * time.Second}
-	post := func() (time.Time, time.Time, string, error) {
+	// post sends the generic webhook; id, when set, names the push (what
+	// tells two pushes inside one coalescing window apart).
+	post := func(id string) (time.Time, time.Time, string, error) {
+		p := map[string]string{"image": image}
+		if id != "" {
+			p["id"] = id
+		}
+		body, _ := json.Marshal(p)
 		t0 := time.Now()
 		resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
 		if err != nil {
@@ -175,7 +181,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		next := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
 		want := next.Digest.String()
 		w.arm(want)
-		t0, tPost, _, err := post()
+		t0, tPost, _, err := post("")
 		if err != nil {
 			return webhookIter{}, err
 		}
@@ -233,9 +239,10 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		"total":         proxy.Total(),
 	}
 
-	// Back to back: a second push of the tag, and its webhook (the same
-	// bytes: the generic payload names only the image), right after the
-	// first one was served, i.e. inside the window after its check.
+	// Back to back: a second push of the tag, and its webhook carrying the
+	// push's id (the new digest, as a CI step would send), right after the
+	// first one was served, i.e. inside the window after its check: the
+	// queue runs a trailing check when the window ends.
 	for j := range c.backToBack {
 		if _, err := single(-1 - j); err != nil {
 			return nil, err
@@ -243,7 +250,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		next := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
 		want := next.Digest.String()
 		w.arm(want)
-		t0, _, answer, err := post()
+		t0, _, answer, err := post(want)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +266,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 			// Recover: the same webhook once the window is over.
 			spacing()
 			w.arm(want)
-			t1, _, _, err := post()
+			t1, _, _, err := post(want)
 			if err != nil {
 				return nil, err
 			}
