@@ -20,6 +20,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -135,6 +136,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		LeaderElectionID:        o.LeaderElectionID,
 		// Release the lease on shutdown so a new leader takes over at once.
 		LeaderElectionReleaseOnCancel: true,
+		// managedFields are a large share of every cached object and never
+		// read here (status writes are Updates, the rest merge patches).
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
