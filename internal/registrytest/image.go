@@ -31,6 +31,13 @@ type ImageOptions struct {
 	Layers int
 	// LayerSize is the size of the random file in each layer; default 1 KiB.
 	LayerSize int
+	// LayerSizes, when set, gives the size of each layer's random file, one
+	// layer per entry; it overrides Layers and LayerSize.
+	LayerSizes []int
+	// StoredLayers gzips the layers without compressing them (stored
+	// deflate blocks, still valid gzip). Random content does not compress
+	// anyway, and large layers are then quick to build, also under -race.
+	StoredLayers bool
 	// Platform is "os/arch[/variant]"; default "linux/amd64".
 	Platform string
 	// MediaType is the manifest media type: ocispec.MediaTypeImageManifest
@@ -197,10 +204,21 @@ func buildImage(o ImageOptions) (Image, error) {
 		return Image{}, fmt.Errorf("unsupported manifest media type %q", o.MediaType)
 	}
 
+	sizes := o.LayerSizes
+	if len(sizes) == 0 {
+		for range o.Layers {
+			sizes = append(sizes, o.LayerSize)
+		}
+	}
+	level := gzip.DefaultCompression
+	if o.StoredLayers {
+		level = gzip.NoCompression
+	}
+
 	img := Image{MediaType: o.MediaType, Platform: o.Platform, Blobs: map[digest.Digest][]byte{}}
 	var diffIDs []digest.Digest
-	for i := range o.Layers {
-		tarball, gz, err := randomLayer(i, o.LayerSize)
+	for i, size := range sizes {
+		tarball, gz, err := randomLayer(i, size, level)
 		if err != nil {
 			return Image{}, err
 		}
@@ -276,9 +294,9 @@ func buildAttestation(subject Image) (Image, error) {
 	return img, img.finish()
 }
 
-// randomLayer is a tar holding one file of random bytes, and its gzip; real
-// enough for containerd to unpack.
-func randomLayer(i, size int) (tarball, gz []byte, err error) {
+// randomLayer is a tar holding one file of random bytes, and its gzip at
+// the given level; real enough for containerd to unpack.
+func randomLayer(i, size, level int) (tarball, gz []byte, err error) {
 	content := make([]byte, size)
 	_, _ = rand.Read(content) // never fails
 	var tb bytes.Buffer
@@ -301,7 +319,10 @@ func randomLayer(i, size int) (tarball, gz []byte, err error) {
 		return nil, nil, fmt.Errorf("close layer tar: %w", err)
 	}
 	var gb bytes.Buffer
-	zw := gzip.NewWriter(&gb)
+	zw, err := gzip.NewWriterLevel(&gb, level)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gzip layer: %w", err)
+	}
 	if _, err := zw.Write(tb.Bytes()); err != nil {
 		return nil, nil, fmt.Errorf("gzip layer: %w", err)
 	}
