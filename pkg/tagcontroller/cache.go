@@ -88,6 +88,19 @@ func (r *Reconciler) cache(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 	return 0
 }
 
+// copyPending reports whether cache has a generation to copy.
+func (r *Reconciler) copyPending(tag *v1alpha1.Tag) bool {
+	if !tag.Spec.Cache || r.Cacher == nil {
+		return false
+	}
+	for _, g := range tag.Status.Generations {
+		if !g.Cached {
+			return true
+		}
+	}
+	return false
+}
+
 // cacheTag names a generation's copy in its cache repository, so the
 // registry keeps it until retention deletes the tag.
 func cacheTag(tagName string, generation int64) string {

@@ -134,6 +134,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.serve(&tag, log)
 	r.prune(ctx, &tag, log)
+	if r.copyPending(&tag) {
+		// A copy can take minutes: record the check and the pin first, so
+		// nodes serve a new generation (from the upstream) meanwhile and a
+		// controller that dies mid-copy has lost no generation.
+		r.finish(&tag)
+		if err := r.writeStatus(ctx, &tag, orig); err != nil {
+			return ctrl.Result{}, err
+		}
+		orig = tag.Status.DeepCopy()
+	}
 	cacheRetry := r.cache(ctx, &tag, ref, log)
 	rolloutErr := r.rollout(ctx, &tag, log)
 	r.finish(&tag)

@@ -139,11 +139,17 @@ func TestKillMidCopy(t *testing.T) {
 	if code := status(t, http.MethodHead, bundled.URL()+"/v2/"+cacheRepo+"/manifests/"+img.Digest.String(), img.MediaType); code != http.StatusNotFound {
 		t.Fatalf("manifest committed before its blobs were all there (HEAD %d)", code)
 	}
+	// The pin did not wait for the copy: generation 1 was recorded and
+	// served (nodes fetch it from the upstream meanwhile), not cached.
 	var tag v1alpha1.Tag
 	if err := c.Get(ctx, client.ObjectKey{Name: "big"}, &tag); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("status at the kill: %d generations, Cached condition %+v", len(tag.Status.Generations), meta.FindStatusCondition(tag.Status.Conditions, v1alpha1.ConditionCached))
+	if st := tag.Status; len(st.Generations) != 1 || st.Generations[0].Digest != img.Digest.String() || st.Generations[0].Cached ||
+		st.ServedDigest != img.Digest.String() || st.CachedServed {
+		t.Fatalf("status at the kill: generations %+v, served %q, cachedServed %v; want generation 1 recorded and served, not cached",
+			st.Generations, st.ServedDigest, st.CachedServed)
+	}
 
 	// 2. A new process completes the copy.
 	startController(t, bin, args)
