@@ -53,6 +53,8 @@ demo: testbin
 clean:
 	rm -rf $(BIN)
 
-## bench: the node mirror against the distribution registry and a minimal server (docs/benchmarks.md)
+## bench: the node mirror against the distribution registry and a minimal server, and the
+## bundled-registry copy against skopeo and crane (docs/benchmarks.md; apt-get install -y skopeo)
 bench: testbin
 	hack/bench/mirror.sh
+	$(GO) run ./hack/bench/copy
