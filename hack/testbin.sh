@@ -7,7 +7,8 @@
 #
 # Targets: etcd registry kube (kube-apiserver only) kube-full (kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubelet, for internal/clustertest's
-# single-node cluster) containerd crictl. The default builds them all; the
+# single-node cluster) containerd crictl seaweedfs (weed, the S3-compatible server
+# internal/s3test runs). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
@@ -20,6 +21,7 @@ ETCD_VERSION=v3.7.3
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
 REGISTRY_VERSION=v3.1.2
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 TESTBIN_DIR=${TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin}
 mkdir -p "$TESTBIN_DIR/bin"
@@ -76,6 +78,8 @@ build_kube() {
 }
 
 # gobuild NAME VERSION MODULE PKG... : build packages of MODULE@VERSION into the cache.
+# REPLACES (space-separated OLD=NEW@VERSION) carries a replace directive the
+# module's own go.mod has, since replaces do not apply to dependents.
 gobuild() {
   local name=$1 version=$2 module=$3; shift 3
   local out=$TESTBIN_DIR/$name-$version bins=()
@@ -86,6 +90,7 @@ gobuild() {
   newmod "$mod"
   (
     cd "$mod"
+    for r in ${REPLACES:-}; do go mod edit -replace "$r"; done
     go get "$module@$version" >/dev/null 2>&1 || go get "$module@$version"
     mkdir -p "$out"
     for p in "$@"; do go build -o "$out/$(basename "$p")" "$p"; done
@@ -136,8 +141,15 @@ build_crictl() {
   gobuild crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl
 }
 
+build_seaweedfs() {
+  # As the module's own go.mod does: a dependency's replace directives do not apply here.
+  REPLACES="github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0" \
+    gobuild seaweedfs "$SEAWEEDFS_VERSION" github.com/seaweedfs/seaweedfs \
+    github.com/seaweedfs/seaweedfs/weed
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
@@ -146,6 +158,7 @@ for t in "${targets[@]}"; do
     registry) build_registry ;;
     containerd) build_containerd ;;
     crictl) build_crictl ;;
+    seaweedfs|weed) build_seaweedfs ;;
     *) echo "testbin: unknown target $t" >&2; exit 2 ;;
   esac
 done

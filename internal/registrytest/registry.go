@@ -55,6 +55,26 @@ type Options struct {
 	AnonymousPull bool
 	// TokenTTL is the lifetime of issued tokens (expires_in); default 5m.
 	TokenTTL time.Duration
+	// S3 stores content in an S3-compatible bucket through distribution's s3
+	// driver instead of the registry's temp dir, so several registries can
+	// share one store (see internal/s3test). Nil: filesystem storage.
+	S3 *S3Storage
+}
+
+// S3Storage is the s3 driver configuration of a registry: path-style, plain
+// HTTP, signature v4, with blob redirects disabled so clients only ever talk
+// to the registry (as the chart configures it).
+type S3Storage struct {
+	// Endpoint is the store's base URL, "http://127.0.0.1:port" (regionendpoint).
+	Endpoint string
+	Bucket   string
+	// Region is any value for a non-AWS store; default us-east-1.
+	Region    string
+	AccessKey string
+	SecretKey string
+	// RootDirectory is the key prefix inside the bucket; registries sharing
+	// a store share it.
+	RootDirectory string
 }
 
 const (
@@ -69,7 +89,8 @@ const (
 )
 
 // Registry is a running (or stopped) distribution registry process listening
-// on 127.0.0.1. Its storage lives in a test temp dir and survives Stop/Start.
+// on 127.0.0.1. Its storage lives in a test temp dir (or Options.S3) and
+// survives Stop/Start.
 type Registry struct {
 	t      T
 	bin    string
@@ -300,18 +321,39 @@ func (r *Registry) waitReady(p *process) error {
 // config renders the registry configuration. JSON is valid YAML, which
 // saves a YAML dependency.
 func (r *Registry) config(nonce string) ([]byte, error) {
+	storage := map[string]any{
+		"delete": map[string]any{"enabled": true},
+		// Upload purging starts a background walker we don't need.
+		"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
+	}
+	if s3 := r.opts.S3; s3 != nil {
+		region := s3.Region
+		if region == "" {
+			region = "us-east-1"
+		}
+		storage["s3"] = map[string]any{
+			"regionendpoint": s3.Endpoint,
+			"bucket":         s3.Bucket,
+			"region":         region,
+			"accesskey":      s3.AccessKey,
+			"secretkey":      s3.SecretKey,
+			"rootdirectory":  s3.RootDirectory,
+			"forcepathstyle": true,
+			"secure":         false,
+			"v4auth":         true,
+		}
+		// Blob GETs are streamed by the registry, never a 307 to the store.
+		storage["redirect"] = map[string]any{"disable": true}
+	} else {
+		storage["filesystem"] = map[string]any{"rootdirectory": filepath.Join(r.dir, "data")}
+	}
 	cfg := map[string]any{
 		"version": "0.1",
 		"log": map[string]any{
 			"level":     "warn",
 			"accesslog": map[string]any{"disabled": true},
 		},
-		"storage": map[string]any{
-			"filesystem": map[string]any{"rootdirectory": filepath.Join(r.dir, "data")},
-			"delete":     map[string]any{"enabled": true},
-			// Upload purging starts a background walker we don't need.
-			"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
-		},
+		"storage": storage,
 		"http": map[string]any{
 			"addr": r.hostLocked(),
 			// A fixed secret keeps upload state valid across a restart.

@@ -1,0 +1,457 @@
+// Package s3test runs a real S3-compatible object store for tests: SeaweedFS
+// (`weed server` with its master, volume server, filer and S3 gateway in one
+// process, the binary hack/testbin.sh builds) on ephemeral loopback ports,
+// with one bucket and one signature-v4 identity. Registries started by
+// internal/registrytest with Options.S3 store their content in it.
+package s3test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/testbin"
+)
+
+// Options configure a Server. The zero value is fine.
+type Options struct {
+	// Bucket is created at start; default "tagger".
+	Bucket string
+	// AccessKey and SecretKey are the one identity the store accepts
+	// (an admin); default random.
+	AccessKey, SecretKey string
+}
+
+// Region is the region requests are signed for; SeaweedFS accepts any.
+const Region = "us-east-1"
+
+const (
+	startAttempts = 3
+	// startTimeout covers the master's raft start, the volume server's
+	// first heartbeat and the first volume allocation.
+	startTimeout = 90 * time.Second
+	// probeTimeout bounds one readiness request. The first object write
+	// waits for weed's first volume allocation (several seconds).
+	probeTimeout = 20 * time.Second
+	// termGrace is how long Stop waits after SIGTERM before SIGKILL. weed's
+	// own graceful shutdown takes ~15s: its filer keeps retrying to flush
+	// its metadata log to the volume server it has already stopped. Test
+	// data has nothing to keep, so it is cut short.
+	termGrace   = 3 * time.Second
+	stopTimeout = 10 * time.Second
+)
+
+// Server is a running (or stopped) SeaweedFS server with an S3 gateway on
+// 127.0.0.1.
+type Server struct {
+	t      registrytest.T
+	bin    string
+	dir    string
+	opts   Options
+	client *http.Client
+
+	mu    sync.Mutex
+	ports ports
+	proc  *process
+}
+
+// ports are every port weed server listens on. All are set explicitly: left
+// at 0 weed derives a gRPC port as the HTTP port + 10000, which may be taken.
+type ports struct {
+	master, masterGRPC, volume, volumeGRPC, filer, filerGRPC, s3, s3GRPC int
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	out  *tailBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // exit status, valid after done
+}
+
+// New starts a store on ephemeral loopback ports, creates the bucket and
+// stops the store when the test ends. It needs the weed binary
+// (testbin.Require semantics: skip locally, fail in CI when it is missing).
+func New(t testing.TB, o Options) *Server {
+	t.Helper()
+	return Start(t, filepath.Join(testbin.Require(t, "weed"), "weed"), o)
+}
+
+// Start is New with an explicit weed binary.
+func Start(t registrytest.T, bin string, o Options) *Server {
+	t.Helper()
+	if o.Bucket == "" {
+		o.Bucket = "tagger"
+	}
+	if o.AccessKey == "" {
+		o.AccessKey = "AK" + strings.ToUpper(randomHex(9))
+	}
+	if o.SecretKey == "" {
+		o.SecretKey = randomHex(20)
+	}
+	s := &Server{
+		t:      t,
+		bin:    bin,
+		dir:    t.TempDir(),
+		opts:   o,
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}},
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		s.client.CloseIdleConnections()
+	})
+	var err error
+	for range startAttempts {
+		if err = s.start(); !errors.Is(err, errAddrInUse) {
+			break
+		}
+		// A port was taken between our probe and weed's bind: pick others.
+	}
+	if err != nil {
+		t.Fatalf("s3test: %v", err)
+	}
+	return s
+}
+
+// Endpoint is the S3 gateway's base URL, "http://127.0.0.1:port".
+func (s *Server) Endpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endpointLocked()
+}
+
+func (s *Server) endpointLocked() string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports.s3))
+}
+
+// Bucket is the bucket created at start.
+func (s *Server) Bucket() string { return s.opts.Bucket }
+
+// AccessKey is the access key of the store's identity.
+func (s *Server) AccessKey() string { return s.opts.AccessKey }
+
+// SecretKey is the secret key of the store's identity.
+func (s *Server) SecretKey() string { return s.opts.SecretKey }
+
+// Storage is the registrytest configuration storing under rootDirectory in
+// the bucket. Registries given the same rootDirectory share their content.
+func (s *Server) Storage(rootDirectory string) *registrytest.S3Storage {
+	return &registrytest.S3Storage{
+		Endpoint:      s.Endpoint(),
+		Bucket:        s.opts.Bucket,
+		Region:        Region,
+		AccessKey:     s.opts.AccessKey,
+		SecretKey:     s.opts.SecretKey,
+		RootDirectory: rootDirectory,
+	}
+}
+
+// Running reports whether the weed process is up.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// Stop terminates weed (SIGTERM, then SIGKILL after termGrace) and waits
+// for it to exit. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	if p == nil {
+		return
+	}
+	s.proc = nil
+	s.kill(p)
+	if s.t.Failed() {
+		s.t.Logf("s3test: weed (s3 %s) output (tail):\n%s", s.endpointLocked(), p.out.String())
+	}
+	s.client.CloseIdleConnections()
+}
+
+func (s *Server) kill(p *process) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(termGrace):
+		_ = p.cmd.Process.Kill()
+		select {
+		case <-p.done:
+		case <-time.After(stopTimeout):
+			s.t.Errorf("s3test: weed pid %d did not exit %v after SIGKILL", p.cmd.Process.Pid, stopTimeout)
+		}
+	}
+	s.removeSockets()
+}
+
+// removeSockets deletes the unix sockets weed puts in /tmp for its gRPC
+// services (their paths are fixed by weed, named by port).
+func (s *Server) removeSockets() {
+	for _, sock := range []struct {
+		name string
+		port int
+	}{{"master", s.ports.masterGRPC}, {"volume", s.ports.volumeGRPC}, {"filer", s.ports.filerGRPC}, {"s3", s.ports.s3GRPC}} {
+		_ = os.Remove(fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", sock.name, sock.port))
+	}
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// start picks fresh ports, spawns weed and waits until the bucket takes a
+// write.
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps, err := freePorts(8)
+	if err != nil {
+		return err
+	}
+	s.ports = ports{ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7]}
+	p, err := s.spawn()
+	if err != nil {
+		return err
+	}
+	if err := s.waitReady(p); err != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		s.removeSockets()
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+func (s *Server) spawn() (*process, error) {
+	data := filepath.Join(s.dir, "data")
+	logs := filepath.Join(s.dir, "log")
+	for _, d := range []string{data, logs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("s3test: %w", err)
+		}
+	}
+	pt := s.ports
+	args := []string{
+		"-logdir=" + logs,
+		"server",
+		"-dir=" + data,
+		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-master.port=" + strconv.Itoa(pt.master), "-master.port.grpc=" + strconv.Itoa(pt.masterGRPC),
+		"-volume.port=" + strconv.Itoa(pt.volume), "-volume.port.grpc=" + strconv.Itoa(pt.volumeGRPC),
+		"-filer", "-filer.port=" + strconv.Itoa(pt.filer), "-filer.port.grpc=" + strconv.Itoa(pt.filerGRPC),
+		"-filer.localSocket=" + filepath.Join(s.dir, "f.sock"),
+		"-s3", "-s3.port=" + strconv.Itoa(pt.s3), "-s3.port.grpc=" + strconv.Itoa(pt.s3GRPC),
+		"-s3.localSocket=" + filepath.Join(s.dir, "s.sock"),
+		// Side services with fixed default ports: off.
+		"-s3.port.iceberg=0", "-s3.port.lance=0",
+		// No phoning home from a test.
+		"-master.telemetry=false",
+		// Small volumes, so the first allocation is quick on any disk.
+		"-master.volumeSizeLimitMB=64", "-volume.max=32",
+		// Stop at once on SIGTERM (the default waits 10s after the last heartbeat).
+		"-volume.preStopSeconds=0",
+	}
+	out := &tailBuffer{max: 64 << 10}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	cmd.Env = s.env()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// env is the test's environment without the variables weed or its AWS
+// client read configuration from, with HOME in the temp dir (weed reads
+// ~/.seaweedfs/*.toml) and the identity as the admin credentials weed
+// takes from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+func (s *Server) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "WEED_") || strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "S3_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "HOME="+s.dir,
+		"AWS_ACCESS_KEY_ID="+s.opts.AccessKey, "AWS_SECRET_ACCESS_KEY="+s.opts.SecretKey)
+}
+
+// waitReady polls until the bucket exists and takes (and gives back) a
+// small object: the whole write path (master, volume server, filer,
+// gateway) works. It fails early when weed exits.
+func (s *Server) waitReady(p *process) error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	probe := &http.Client{Timeout: probeTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	bucket := "/" + s.opts.Bucket
+	key := bucket + "/s3test-ready-" + randomHex(4)
+	last := "no answer yet"
+	created := false
+	for {
+		var status int
+		var err error
+		if !created {
+			status, _, err = s.do(ctx, probe, http.MethodPut, bucket, nil)
+			// 409 BucketAlreadyOwnedByYou: an earlier attempt got through.
+			created = err == nil && (status == http.StatusOK || status == http.StatusConflict)
+		}
+		if created {
+			if status, _, err = s.do(ctx, probe, http.MethodPut, key, []byte("ready")); err == nil && status == http.StatusOK {
+				if status, _, err = s.do(ctx, probe, http.MethodDelete, key, nil); err == nil && status == http.StatusNoContent {
+					return nil
+				}
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = "status " + strconv.Itoa(status)
+		}
+
+		select {
+		case <-p.done:
+			out := p.out.String()
+			if strings.Contains(out, "address already in use") {
+				return fmt.Errorf("start weed: %w", errAddrInUse)
+			}
+			return fmt.Errorf("start weed (s3 %s): exited (%v) before serving; output:\n%s", s.endpointLocked(), p.err, out)
+		case <-ctx.Done():
+			return fmt.Errorf("start weed (s3 %s): bucket %s not writable after %v (last: %s); output:\n%s",
+				s.endpointLocked(), s.opts.Bucket, startTimeout, last, p.out.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// do sends one signed request to the gateway.
+func (s *Server) do(ctx context.Context, c *http.Client, method, path string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.endpointLocked()+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.ContentLength = int64(len(body))
+	signV4(req, hexSHA256(body), s.opts.AccessKey, s.opts.SecretKey, Region, time.Now())
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// Keys lists the bucket's object keys under prefix, for tests asserting
+// what a client really stored.
+func (s *Server) Keys(t registrytest.T, prefix string) []string {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var keys []string
+	token := ""
+	for {
+		q := url.Values{"list-type": {"2"}, "prefix": {prefix}}
+		if token != "" {
+			q.Set("continuation-token", token)
+		}
+		status, body, err := s.do(ctx, s.client, http.MethodGet, "/"+s.opts.Bucket+"?"+q.Encode(), nil)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("s3test: list %s/%s: status %d, %v: %s", s.opts.Bucket, prefix, status, err, body)
+		}
+		var page struct {
+			Contents []struct {
+				Key string `xml:"Key"`
+			} `xml:"Contents"`
+			IsTruncated           bool   `xml:"IsTruncated"`
+			NextContinuationToken string `xml:"NextContinuationToken"`
+		}
+		if err := xml.Unmarshal(body, &page); err != nil {
+			t.Fatalf("s3test: list %s/%s: %v", s.opts.Bucket, prefix, err)
+		}
+		for _, c := range page.Contents {
+			keys = append(keys, c.Key)
+		}
+		if !page.IsTruncated || page.NextContinuationToken == "" {
+			return keys
+		}
+		token = page.NextContinuationToken
+	}
+}
+
+// freePorts asks the kernel for n distinct free loopback ports. Another
+// process can still take one before weed binds; Start retries then.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ps []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ps, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails
+	return hex.EncodeToString(b)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
