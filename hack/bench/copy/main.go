@@ -26,8 +26,8 @@
 //     second. For tagger, the same Tag gains a generation: the upstream tag
 //     moves to the second image and the Tag's check annotation is set.
 //
-//     go run ./hack/bench/copy                   # 3 rounds (make bench runs this)
-//     go run ./hack/bench/copy -rounds 5 -json /tmp/copy.json
+//     go run ./hack/bench/copy                   # 5 rounds (make bench runs this)
+//     go run ./hack/bench/copy -rounds 9 -json /tmp/copy.json -logs /tmp/copy-logs
 //     go run ./hack/bench/copy -tools tagger,crane -rounds 1 -size 256MiB   # a quick look
 package main
 
@@ -84,7 +84,7 @@ type config struct {
 func benchMain(args []string) int {
 	var c config
 	fs := flag.NewFlagSet("copy", flag.ExitOnError)
-	fs.IntVar(&c.rounds, "rounds", 3, "measured rounds; each copies the image once with every tool, in rotating order")
+	fs.IntVar(&c.rounds, "rounds", 5, "measured rounds; each copies the image once with every tool, in rotating order")
 	fs.IntVar(&c.layers, "layers", 10, "layers of the image")
 	size := fs.String("size", "1GiB", "blob bytes of the image, split evenly over the layers (suffix KiB, MiB, GiB)")
 	tools := fs.String("tools", "tagger,skopeo,crane", "comma-separated tools to run: tagger, skopeo, crane; "+
