@@ -67,6 +67,9 @@ type Options struct {
 	// webhook secrets (keys dockerhub, quay, github, harbor, generic); a
 	// provider without a key is disabled.
 	WebhookSecret string
+	// WebhookSecretRefresh is how often the webhook Secret is re-read, so a
+	// rotation takes effect without a restart (0: read once).
+	WebhookSecretRefresh time.Duration
 	// DockerHubCallback posts the result to Docker Hub's callback_url.
 	DockerHubCallback bool
 	// RegistryQPS and RegistryBurst bound upstream requests per registry host.
@@ -83,6 +86,7 @@ func DefaultOptions() Options {
 		MetricsAddr:             ":8443",
 		HealthAddr:              ":8081",
 		WebhookAddr:             ":8080",
+		WebhookSecretRefresh:    time.Minute,
 		KubeAPIQPS:              50,
 		KubeAPIBurst:            100,
 		MaxConcurrentCopies:     imagecopy.DefaultMaxConcurrent,
@@ -215,17 +219,19 @@ func addWebhooks(ctx context.Context, mgr manager.Manager, o Options, log *logru
 		return nil
 	}
 	var secrets hooks.Secrets
+	var key client.ObjectKey
 	if o.WebhookSecret != "" {
 		ns, name, ok := strings.Cut(o.WebhookSecret, "/")
 		if !ok || ns == "" || name == "" {
 			return fmt.Errorf("--webhook-secret %q: want namespace/name", o.WebhookSecret)
 		}
-		var sec corev1.Secret
-		// Read once, by name: the controller may not list or watch Secrets.
-		if err := mgr.GetAPIReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &sec); err != nil {
-			return fmt.Errorf("read webhook secret %s: %w", o.WebhookSecret, err)
+		key = client.ObjectKey{Namespace: ns, Name: name}
+		var err error
+		// Missing or unreadable at start is fatal: a receiver that silently
+		// refuses every delivery is worse than a crash loop that says why.
+		if secrets, err = readWebhookSecrets(ctx, mgr.GetAPIReader(), key); err != nil {
+			return err
 		}
-		secrets = hooks.LoadSecrets(sec.Data)
 	}
 	srv, err := hooks.New(hooks.Options{
 		Client:            mgr.GetClient(),
@@ -240,12 +246,67 @@ func addWebhooks(ctx context.Context, mgr manager.Manager, o Options, log *logru
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("add webhook worker: %w", err)
 	}
+	if key.Name != "" && o.WebhookSecretRefresh > 0 {
+		r := &secretRefresher{reader: mgr.GetAPIReader(), key: key, every: o.WebhookSecretRefresh, current: secrets, srv: srv,
+			log: log.WithFields(logrus.Fields{"component": "webhooks", "secret": key.String()})}
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add webhook secret refresher: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", o.WebhookAddr)
 	if err != nil {
 		return fmt.Errorf("webhook listen on %s: %w", o.WebhookAddr, err)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	return mgr.Add(webhookServer{hs, ln})
+}
+
+// readWebhookSecrets reads the webhook Secret by name (uncached: the
+// controller may not list or watch Secrets).
+func readWebhookSecrets(ctx context.Context, r client.Reader, key client.ObjectKey) (hooks.Secrets, error) {
+	var sec corev1.Secret
+	if err := r.Get(ctx, key, &sec); err != nil {
+		return hooks.Secrets{}, fmt.Errorf("read webhook secret %s: %w", key, err)
+	}
+	return hooks.LoadSecrets(sec.Data), nil
+}
+
+// secretRefresher re-reads the webhook Secret periodically, so a rotated
+// secret takes effect without a restart. A failed read keeps the secrets in
+// use (a deleted Secret does not open or close any endpoint by accident).
+type secretRefresher struct {
+	reader  client.Reader
+	key     client.ObjectKey
+	every   time.Duration
+	current hooks.Secrets
+	srv     *hooks.Server
+	log     logrus.FieldLogger
+}
+
+func (r *secretRefresher) NeedLeaderElection() bool { return false }
+
+func (r *secretRefresher) Start(ctx context.Context) error {
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sec, err := readWebhookSecrets(ctx, r.reader, r.key)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.WithError(err).Warn("webhook secret refresh failed; keeping the secrets in use")
+			}
+			continue
+		}
+		if sec != r.current {
+			r.current = sec
+			r.srv.SetSecrets(sec)
+			r.log.WithField("providers", sec.String()).Info("webhook secrets changed; now in use")
+		}
+	}
 }
 
 // webhookServer serves until the manager stops; it runs without leadership.

@@ -44,12 +44,15 @@ type provider struct {
 // Server receives registry webhooks and requests checks of the matching Tags.
 // Its handler may serve before Run starts; queued checks wait for Run.
 type Server struct {
-	client    client.Client
-	log       logrus.FieldLogger
-	metrics   *metrics
-	providers map[string]*provider
-	queue     *queue
-	onCheck   func(CheckRequest)
+	client  client.Client
+	log     logrus.FieldLogger
+	metrics *metrics
+	// providers maps enabled provider names to their secret and parser;
+	// SetSecrets swaps it whole, so a delivery sees one consistent set.
+	providers  atomic.Pointer[map[string]*provider]
+	registries Registries
+	queue      *queue
+	onCheck    func(CheckRequest)
 
 	callbacks      bool
 	callbackHosts  []string
@@ -101,7 +104,6 @@ func New(o Options) (*Server, error) {
 		client:         o.Client,
 		log:            o.Log.WithField("component", "webhooks"),
 		metrics:        m,
-		providers:      map[string]*provider{},
 		queue:          newQueue(o.Coalesce, m.pending),
 		onCheck:        o.OnCheckRequested,
 		callbacks:      o.DockerHubCallback,
@@ -109,20 +111,30 @@ func New(o Options) (*Server, error) {
 		callbackClient: hc,
 		callbackSlots:  make(chan struct{}, maxCallbacksInFlight),
 	}
-	reg := o.Registries.withDefaults()
+	s.registries = o.Registries.withDefaults()
+	s.SetSecrets(o.Secrets)
+	return s, nil
+}
+
+// SetSecrets replaces the per-provider secrets, for a rotated Secret: the
+// next delivery is checked against the new ones, and a provider whose
+// secret became empty answers 404. Safe to call while serving.
+func (s *Server) SetSecrets(sec Secrets) {
+	reg := s.registries
+	m := map[string]*provider{}
 	add := func(name string, auth authKind, secret string, parse func(http.Header, []byte) (event, error)) {
 		if secret != "" {
-			s.providers[name] = &provider{name: name, auth: auth, secret: secret, parse: parse}
+			m[name] = &provider{name: name, auth: auth, secret: secret, parse: parse}
 		}
 	}
-	add(ProviderDockerHub, authURLToken, o.Secrets.DockerHub, func(_ http.Header, b []byte) (event, error) { return parseDockerHub(b, reg) })
-	add(ProviderQuay, authURLToken, o.Secrets.Quay, func(_ http.Header, b []byte) (event, error) { return parseQuay(b, reg) })
-	add(ProviderGitHub, authHMAC, o.Secrets.GitHub, func(h http.Header, b []byte) (event, error) {
+	add(ProviderDockerHub, authURLToken, sec.DockerHub, func(_ http.Header, b []byte) (event, error) { return parseDockerHub(b, reg) })
+	add(ProviderQuay, authURLToken, sec.Quay, func(_ http.Header, b []byte) (event, error) { return parseQuay(b, reg) })
+	add(ProviderGitHub, authHMAC, sec.GitHub, func(h http.Header, b []byte) (event, error) {
 		return parseGitHub(h.Get("X-GitHub-Event"), b, reg)
 	})
-	add(ProviderHarbor, authHeader, o.Secrets.Harbor, func(_ http.Header, b []byte) (event, error) { return parseHarbor(b, reg) })
-	add(ProviderGeneric, authURLToken, o.Secrets.Generic, func(_ http.Header, b []byte) (event, error) { return parseGeneric(b) })
-	return s, nil
+	add(ProviderHarbor, authHeader, sec.Harbor, func(_ http.Header, b []byte) (event, error) { return parseHarbor(b, reg) })
+	add(ProviderGeneric, authURLToken, sec.Generic, func(_ http.Header, b []byte) (event, error) { return parseGeneric(b) })
+	s.providers.Store(&m)
 }
 
 // Handler serves the webhook routes under /hooks/. Mount it at "/" or at
@@ -154,7 +166,7 @@ func failure(status int, res result, msg string) reply {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	name, token, hasToken := splitPath(r.URL.Path)
-	p := s.providers[name]
+	p := (*s.providers.Load())[name]
 	label := name
 	if p == nil {
 		if !knownProvider(name) {
