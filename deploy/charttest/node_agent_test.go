@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -55,9 +56,9 @@ var defaultNodeAgent = nodeAgentWant{
 		"--log-level=info",
 	},
 	hostPaths: map[string]hostPathWant{
-		"/etc/containerd/certs.d":         {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
-		"/etc/containerd/config.toml":     {corev1.HostPathFile, true},               // File: never create one at containerd's config path
-		"/run/containerd/containerd.sock": {corev1.HostPathSocket, false},            // CRI, for convergence
+		"/etc/containerd/certs.d":     {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
+		"/etc/containerd/config.toml": {corev1.HostPathFile, true},               // File: never create one at containerd's config path
+		"/run/containerd":             {corev1.HostPathDirectory, false},         // the CRI socket's directory, for convergence
 	},
 }
 
@@ -233,14 +234,16 @@ func checkNodeAgent(t *testing.T, r *rendered, want nodeAgentWant) {
 	switch cri, _ := flagValue(c.Args, "cri-endpoint"); {
 	case cri == "":
 		for p, hp := range want.hostPaths {
-			if hp.typ == corev1.HostPathSocket {
-				t.Errorf("convergence is off (--cri-endpoint=) but socket %s is mounted", p)
+			if hp.typ == corev1.HostPathDirectory {
+				t.Errorf("convergence is off (--cri-endpoint=) but the socket directory %s is mounted", p)
 			}
 		}
 	default:
+		// The socket's directory is mounted, not the socket: containerd
+		// re-creates the socket when it restarts.
 		p, ok := strings.CutPrefix(cri, "unix://")
-		if hp := want.hostPaths[p]; !ok || hp.typ != corev1.HostPathSocket {
-			t.Errorf("--cri-endpoint=%s is not a mounted unix socket", cri)
+		if hp := want.hostPaths[path.Dir(p)]; !ok || hp.typ != corev1.HostPathDirectory {
+			t.Errorf("--cri-endpoint=%s: its directory is not a mounted hostPath Directory", cri)
 		}
 	}
 
