@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/testbin"
 )
 
@@ -98,18 +98,11 @@ type Containerd struct {
 	platform    string
 
 	mu     sync.Mutex
-	proc   *process
-	out    *tailBuffer // output of the current or last run
-	logged *tailBuffer // the output already logged on failure
+	proc   *procutil.Process
+	out    *procutil.TailBuffer // output of the current or last run
+	logged *procutil.TailBuffer // the output already logged on failure
 	conn   *grpc.ClientConn
 	img    runtimeapi.ImageServiceClient
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	out  *tailBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // exit status, valid after done
 }
 
 // New starts a containerd daemon and waits until its CRI image service
@@ -246,20 +239,14 @@ func (c *Containerd) Start() error {
 	if c.proc != nil {
 		return nil
 	}
-	out := &tailBuffer{max: outputMax}
+	out := procutil.NewTailBuffer(outputMax)
 	c.out = out
 	cmd := exec.Command(c.bin, "--config", c.configPath)
 	cmd.Env = c.env()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	p, err := procutil.Start(cmd, out)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", c.bin, err)
 	}
-	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 
 	conn, err := grpc.NewClient("unix://"+c.sockPath(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -288,7 +275,7 @@ func (c *Containerd) Start() error {
 // waitReady polls the CRI image service until it answers or the process
 // exits. The CRI plugin answers "server is not initialized yet" until it has
 // recovered its state, so a success also means earlier images are listed.
-func waitReady(p *process, img runtimeapi.ImageServiceClient) error {
+func waitReady(p *procutil.Process, img runtimeapi.ImageServiceClient) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	tick := time.NewTicker(25 * time.Millisecond)
@@ -308,8 +295,8 @@ func waitReady(p *process, img runtimeapi.ImageServiceClient) error {
 		}
 		lastErr = err
 		select {
-		case <-p.done:
-			return fmt.Errorf("exited (%v) before the CRI image service answered", p.err)
+		case <-p.Done():
+			return fmt.Errorf("exited (%v) before the CRI image service answered", p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("CRI image service not answering after %v: %v", startTimeout, lastErr)
 		case <-tick.C:
@@ -330,8 +317,8 @@ func (c *Containerd) Stop() {
 	}
 	c.proc = nil
 	select {
-	case <-p.done:
-		c.t.Errorf("containerdtest: containerd exited before Stop: %v", p.err)
+	case <-p.Done():
+		c.t.Errorf("containerdtest: containerd exited before Stop: %v", p.Err())
 	default:
 		c.removeTasks()
 	}
@@ -339,21 +326,18 @@ func (c *Containerd) Stop() {
 		_ = c.conn.Close()
 		c.conn, c.img = nil, nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		c.t.Errorf("containerdtest: containerd pid %d still running %v after SIGTERM; killing it", p.cmd.Process.Pid, stopTimeout)
+	if !p.Terminate(stopTimeout) {
+		c.t.Errorf("containerdtest: containerd pid %d still running %v after SIGTERM; killing it", p.Pid(), stopTimeout)
 		c.kill(p)
 	}
 	c.cleanLeftovers()
 	if c.t.Failed() {
-		c.logOutput(p.out)
+		c.logOutput(p.Output())
 	}
 }
 
 // logOutput logs a run's output once.
-func (c *Containerd) logOutput(out *tailBuffer) {
+func (c *Containerd) logOutput(out *procutil.TailBuffer) {
 	if out == nil || out == c.logged {
 		return
 	}
@@ -388,12 +372,9 @@ func (c *Containerd) removeTasks() {
 	}
 }
 
-func (c *Containerd) kill(p *process) {
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		c.t.Errorf("containerdtest: containerd pid %d did not exit %v after SIGKILL", p.cmd.Process.Pid, stopTimeout)
+func (c *Containerd) kill(p *procutil.Process) {
+	if !p.Kill(stopTimeout) {
+		c.t.Errorf("containerdtest: containerd pid %d did not exit %v after SIGKILL", p.Pid(), stopTimeout)
 	}
 }
 
@@ -450,27 +431,4 @@ func (c *Containerd) images() (runtimeapi.ImageServiceClient, error) {
 		return img, nil
 	}
 	return nil, errors.New("containerdtest: containerd is not running")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

@@ -11,12 +11,6 @@ import (
 	"syscall"
 )
 
-// sysProcAttr has the kernel kill the daemon if the test binary dies
-// without running its cleanups (e.g. on a test timeout).
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
-
 // cleanLeftovers removes what a stopped daemon can leave outside its root.
 // The rig starts no containers, so normally there is nothing; but a test may
 // use the socket with crictl, and a shim outlives containerd by design.

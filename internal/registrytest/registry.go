@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/testbin"
 )
 
@@ -107,11 +108,8 @@ type Registry struct {
 }
 
 type process struct {
-	cmd   *exec.Cmd
-	out   *tailBuffer
+	*procutil.Process
 	nonce string
-	done  chan struct{} // closed when the process has exited
-	err   error         // exit status, valid after done
 }
 
 // T is the part of testing.TB the rig uses, so programs such as the demo can
@@ -222,14 +220,11 @@ func (r *Registry) Stop() {
 	r.proc = nil
 	// SIGKILL: a test upstream has nothing to flush, every write it
 	// acknowledged is already on disk.
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		r.t.Errorf("registrytest: registry pid %d did not exit %v after SIGKILL", p.cmd.Process.Pid, stopTimeout)
+	if !p.Kill(stopTimeout) {
+		r.t.Errorf("registrytest: registry pid %d did not exit %v after SIGKILL", p.Pid(), stopTimeout)
 	}
 	if r.t.Failed() {
-		r.t.Logf("registrytest: registry %s output (tail):\n%s", r.hostLocked(), p.out.String())
+		r.t.Logf("registrytest: registry %s output (tail):\n%s", r.hostLocked(), p.Output().String())
 	}
 	r.client.CloseIdleConnections()
 }
@@ -248,8 +243,7 @@ func (r *Registry) Start() error {
 		return err
 	}
 	if err := r.waitReady(p); err != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.KillWait()
 		return err
 	}
 	r.proc = p
@@ -270,20 +264,13 @@ func (r *Registry) spawn() (*process, error) {
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		return nil, fmt.Errorf("write registry config: %w", err)
 	}
-	out := &tailBuffer{max: 64 << 10}
 	cmd := exec.Command(r.bin, "serve", cfgPath)
 	cmd.Env = registryEnv()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	pp, err := procutil.Start(cmd, procutil.NewTailBuffer(64<<10))
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", r.bin, err)
 	}
-	p := &process{cmd: cmd, out: out, nonce: nonce, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return &process{Process: pp, nonce: nonce}, nil
 }
 
 var errAddrInUse = errors.New("address already in use")
@@ -305,14 +292,14 @@ func (r *Registry) waitReady(p *process) error {
 			}
 		}
 		select {
-		case <-p.done:
-			out := p.out.String()
+		case <-p.Done():
+			out := p.Output().String()
 			if strings.Contains(out, "address already in use") {
 				return fmt.Errorf("start registry on %s: %w", r.hostLocked(), errAddrInUse)
 			}
-			return fmt.Errorf("start registry on %s: exited (%v) before answering; output:\n%s", r.hostLocked(), p.err, out)
+			return fmt.Errorf("start registry on %s: exited (%v) before answering; output:\n%s", r.hostLocked(), p.Err(), out)
 		case <-ctx.Done():
-			return fmt.Errorf("start registry on %s: not answering GET /v2/ after %v; output:\n%s", r.hostLocked(), startTimeout, p.out.String())
+			return fmt.Errorf("start registry on %s: not answering GET /v2/ after %v; output:\n%s", r.hostLocked(), startTimeout, p.Output().String())
 		case <-tick.C:
 		}
 	}
@@ -427,27 +414,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // never fails
 	return hex.EncodeToString(b)
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

@@ -23,10 +23,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 )
@@ -70,20 +70,13 @@ type Server struct {
 
 	mu    sync.Mutex
 	ports ports
-	proc  *process
+	proc  *procutil.Process
 }
 
 // ports are every port weed server listens on. All are set explicitly: left
 // at 0 weed derives a gRPC port as the HTTP port + 10000, which may be taken.
 type ports struct {
 	master, masterGRPC, volume, volumeGRPC, filer, filerGRPC, s3, s3GRPC int
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	out  *tailBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // exit status, valid after done
 }
 
 // New starts a store on ephemeral loopback ports, creates the bucket and
@@ -182,22 +175,14 @@ func (s *Server) Stop() {
 	s.proc = nil
 	s.kill(p)
 	if s.t.Failed() {
-		s.t.Logf("s3test: weed (s3 %s) output (tail):\n%s", s.endpointLocked(), p.out.String())
+		s.t.Logf("s3test: weed (s3 %s) output (tail):\n%s", s.endpointLocked(), p.Output().String())
 	}
 	s.client.CloseIdleConnections()
 }
 
-func (s *Server) kill(p *process) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(termGrace):
-		_ = p.cmd.Process.Kill()
-		select {
-		case <-p.done:
-		case <-time.After(stopTimeout):
-			s.t.Errorf("s3test: weed pid %d did not exit %v after SIGKILL", p.cmd.Process.Pid, stopTimeout)
-		}
+func (s *Server) kill(p *procutil.Process) {
+	if !p.Terminate(termGrace) && !p.Kill(stopTimeout) {
+		s.t.Errorf("s3test: weed pid %d did not exit %v after SIGKILL", p.Pid(), stopTimeout)
 	}
 	s.removeSockets()
 }
@@ -230,8 +215,7 @@ func (s *Server) start() error {
 		return err
 	}
 	if err := s.waitReady(p); err != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.KillWait()
 		s.removeSockets()
 		return err
 	}
@@ -239,7 +223,7 @@ func (s *Server) start() error {
 	return nil
 }
 
-func (s *Server) spawn() (*process, error) {
+func (s *Server) spawn() (*procutil.Process, error) {
 	data := filepath.Join(s.dir, "data")
 	logs := filepath.Join(s.dir, "log")
 	for _, d := range []string{data, logs} {
@@ -268,20 +252,13 @@ func (s *Server) spawn() (*process, error) {
 		// Stop at once on SIGTERM (the default waits 10s after the last heartbeat).
 		"-volume.preStopSeconds=0",
 	}
-	out := &tailBuffer{max: 64 << 10}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Env = s.env()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	p, err := procutil.Start(cmd, procutil.NewTailBuffer(64<<10))
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	return p, nil
 }
 
@@ -304,7 +281,7 @@ func (s *Server) env() []string {
 // waitReady polls until the bucket exists and takes (and gives back) a
 // small object: the whole write path (master, volume server, filer,
 // gateway) works. It fails early when weed exits.
-func (s *Server) waitReady(p *process) error {
+func (s *Server) waitReady(p *procutil.Process) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -336,15 +313,15 @@ func (s *Server) waitReady(p *process) error {
 		}
 
 		select {
-		case <-p.done:
-			out := p.out.String()
+		case <-p.Done():
+			out := p.Output().String()
 			if strings.Contains(out, "address already in use") {
 				return fmt.Errorf("start weed: %w", errAddrInUse)
 			}
-			return fmt.Errorf("start weed (s3 %s): exited (%v) before serving; output:\n%s", s.endpointLocked(), p.err, out)
+			return fmt.Errorf("start weed (s3 %s): exited (%v) before serving; output:\n%s", s.endpointLocked(), p.Err(), out)
 		case <-ctx.Done():
 			return fmt.Errorf("start weed (s3 %s): bucket %s not writable after %v (last: %s); output:\n%s",
-				s.endpointLocked(), s.opts.Bucket, startTimeout, last, p.out.String())
+				s.endpointLocked(), s.opts.Bucket, startTimeout, last, p.Output().String())
 		case <-tick.C:
 		}
 	}
@@ -431,27 +408,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // never fails
 	return hex.EncodeToString(b)
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
