@@ -35,18 +35,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
@@ -122,26 +121,7 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	r := &registrytest.Program{Prefix: "tagger-bench-controller"}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		fmt.Fprintf(os.Stderr, "bench: %v: stopping everything\n", s)
-		cancel()
-		r.Close()
-		os.Exit(130)
-	}()
-
-	code := 0
-	if err := r.Run(func() error { return run(ctx, r, &c) }); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		code = 1
-	}
-	cancel()
-	r.Close()
-	return code
+	return benchproc.Main("tagger-bench-controller", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
 }
 
 // env is what both parts share.
@@ -165,7 +145,7 @@ type results struct {
 }
 
 func run(ctx context.Context, r *registrytest.Program, c *config) error {
-	root, err := moduleRoot(ctx)
+	root, err := benchproc.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -175,7 +155,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		}
 	}
 	res := &results{
-		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": loadavg()},
+		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": benchproc.Loadavg()},
 		Config: map[string]any{
 			"iterations": c.iterations, "warmup": c.warmup, "repos": c.repos, "tags_per_repo": c.tagsPerRepo,
 			"interval": c.interval.String(), "measure": c.measure.String(), "registry_qps": c.registryQPS,
@@ -183,7 +163,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			"webhook_coalesce": hooks.DefaultCoalesce.String(), "controller_bin": c.controllerBin,
 		},
 	}
-	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), loadavg())
+	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), benchproc.Loadavg())
 
 	e := &env{root: root, logDir: r.TempDir()}
 	if c.controllerLog != "" {
@@ -196,7 +176,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	bin := c.controllerBin
 	if bin == "" {
 		logf("building ./cmd/controller")
-		if bin, err = buildController(ctx, root, r.TempDir()); err != nil {
+		if bin, err = benchproc.BuildController(ctx, root, r.TempDir()); err != nil {
 			return err
 		}
 	} else {
@@ -268,7 +248,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			res.Scale = append(res.Scale, s)
 		}
 	}
-	res.Machine["loadavg_end"] = loadavg()
+	res.Machine["loadavg_end"] = benchproc.Loadavg()
 
 	report(os.Stdout, c, res)
 	if c.out != "" {

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -136,7 +137,7 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 	if err != nil {
 		return nil, err
 	}
-	defer ctl.stop()
+	defer ctl.Stop()
 	started := time.Now()
 
 	// The sampler: VmRSS, CPU and the proxy's counts every second.
@@ -144,14 +145,14 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 	var samples []sample
 	take := func() {
 		s := sample{T: time.Since(started).Seconds()}
-		s.RSS, _ = vmRSS(ctl.pid())
-		cpu, _ := cpuTime(ctl.pid())
+		s.RSS, _ = benchproc.VmRSS(ctl.Pid())
+		cpu, _ := benchproc.CPUTime(ctl.Pid())
 		s.CPU = cpu.Seconds()
 		s.Total = proxy.Total()
 		s.Heads = proxy.Count(http.MethodHead, registrytest.KindManifest)
 		s.GetsM = proxy.Count(http.MethodGet, registrytest.KindManifest)
 		s.GetsB = proxy.Count(http.MethodGet, registrytest.KindBlob)
-		s.Busy, s.All = machineCPU()
+		s.Busy, s.All = benchproc.MachineCPU()
 		smu.Lock()
 		samples = append(samples, s)
 		smu.Unlock()
@@ -233,8 +234,8 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 			measureStart = now
 			break
 		}
-		if !ctl.alive() {
-			return nil, fmt.Errorf("controller exited (%v); log:\n%s", ctl.err, tail(ctl.logPath, 4096))
+		if !ctl.Alive() {
+			return nil, fmt.Errorf("controller exited (%v); log:\n%s", ctl.Err(), benchproc.Tail(ctl.LogPath, 4096))
 		}
 		if now.After(deadline) {
 			res.FirstPassTags = done
@@ -270,8 +271,8 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 		Machine:    float64(startSample.Busy-first.Busy) / float64(max(startSample.All-first.All, 1)) * float64(runtimeCPUs()),
 		Seconds:    startSample.T - first.T,
 	}
-	res.MetricsAtStart, _ = scrape(ctl.metrics, metricNames...)
-	res.Loadavg[0] = loadavg()
+	res.MetricsAtStart, _ = benchproc.Scrape(ctl.Metrics, metricNames...)
+	res.Loadavg[0] = benchproc.Loadavg()
 	logf("scale: first pass %s after %.1fs (%d of %d Tags); upstream so far: %s. Measuring for %v",
 		map[bool]string{true: "complete", false: "incomplete"}[res.FirstPassDone], res.FirstPassSecs, res.FirstPassTags, n, proxy, c.measure)
 
@@ -286,16 +287,16 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 		s := last()
 		logf("scale: measuring, %3.0fs of %v: HEADs since start %d, manifest GETs %d, RSS %.1f MiB",
 			s.T-startSample.T, c.measure, s.Heads-startSample.Heads, s.GetsM-startSample.GetsM, float64(s.RSS)/(1<<20))
-		if !ctl.alive() {
-			return nil, fmt.Errorf("controller exited (%v); log:\n%s", ctl.err, tail(ctl.logPath, 4096))
+		if !ctl.Alive() {
+			return nil, fmt.Errorf("controller exited (%v); log:\n%s", ctl.Err(), benchproc.Tail(ctl.LogPath, 4096))
 		}
 	}
 	take()
-	res.MetricsAtEnd, _ = scrape(ctl.metrics, metricNames...)
-	res.ControllerAlive = ctl.alive()
+	res.MetricsAtEnd, _ = benchproc.Scrape(ctl.Metrics, metricNames...)
+	res.ControllerAlive = ctl.Alive()
 	stopSampler()
-	ctl.stop()
-	res.Loadavg[1] = loadavg()
+	ctl.Stop()
+	res.Loadavg[1] = benchproc.Loadavg()
 	endSample := samples[len(samples)-1]
 	res.MeasureSeconds = endSample.T - startSample.T
 	res.Samples = samples

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/pkg/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/hooks"
@@ -80,7 +81,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	if err != nil {
 		return nil, err
 	}
-	defer ctl.stop()
+	defer ctl.Stop()
 
 	// The node agent, in process: CRI convergence off, hosts.toml into a
 	// temp dir, and a containerd config that passes the agent's check.
@@ -143,7 +144,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		return nil, err
 	}
 
-	url := "http://" + ctl.webhook + "/hooks/generic/" + e.token
+	url := "http://" + ctl.Webhook + "/hooks/generic/" + e.token
 	hc := &http.Client{Timeout: 10 * time.Second}
 	// post sends the generic webhook; id, when set, names the push (what
 	// tells two pushes inside one coalescing window apart).
@@ -187,7 +188,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		}
 		tPin, err := waitPin(ctx, agent, ref, want, 30*time.Second)
 		if err != nil {
-			return webhookIter{}, fmt.Errorf("iteration %d: %w (controller log tail:\n%s)", i, err, tail(ctl.logPath, 2048))
+			return webhookIter{}, fmt.Errorf("iteration %d: %w (controller log tail:\n%s)", i, err, benchproc.Tail(ctl.LogPath, 2048))
 		}
 		annot, served, err := w.wait(5 * time.Second)
 		if err != nil {
@@ -207,10 +208,10 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	var start time.Time
 	for i := range total {
 		if i == c.warmup {
-			cpu0, _ = cpuTime(ctl.pid())
-			busy0, all0 = machineCPU()
+			cpu0, _ = benchproc.CPUTime(ctl.Pid())
+			busy0, all0 = benchproc.MachineCPU()
 			start = time.Now()
-			res.Loadavg[0] = loadavg()
+			res.Loadavg[0] = benchproc.Loadavg()
 		}
 		it, err := single(i)
 		if err != nil {
@@ -223,15 +224,15 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 			logf("webhook: %d/%d, last: webhook->pin %.3fs (annotation %.3fs, served %.3fs)", i+1, total, it.Pin, it.Annotation, it.Served)
 		}
 	}
-	cpu1, _ := cpuTime(ctl.pid())
-	busy1, all1 := machineCPU()
+	cpu1, _ := benchproc.CPUTime(ctl.Pid())
+	busy1, all1 := benchproc.MachineCPU()
 	secs := time.Since(start).Seconds()
 	res.CPU = cpuShare{
 		Controller: (cpu1 - cpu0).Seconds() / secs,
 		Machine:    float64(busy1-busy0) / float64(max(all1-all0, 1)) * float64(runtimeCPUs()),
 		Seconds:    secs,
 	}
-	res.Loadavg[1] = loadavg()
+	res.Loadavg[1] = benchproc.Loadavg()
 	res.Upstream = map[string]int{
 		"HEAD manifest": proxy.Count(http.MethodHead, registrytest.KindManifest),
 		"GET manifest":  proxy.Count(http.MethodGet, registrytest.KindManifest),

@@ -38,13 +38,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -53,6 +51,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
@@ -116,25 +115,7 @@ func benchMain(args []string) int {
 		c.tools = append(c.tools, t)
 	}
 
-	r := &registrytest.Program{Prefix: "tagger-bench-copy"}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		fmt.Fprintf(os.Stderr, "bench: %v: stopping everything\n", s)
-		cancel()
-		r.Close()
-		os.Exit(130)
-	}()
-	code := 0
-	if err := r.Run(func() error { return run(ctx, r, &c) }); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		code = 1
-	}
-	cancel()
-	r.Close()
-	return code
+	return benchproc.Main("tagger-bench-copy", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
 }
 
 func parseSize(s string) (int64, error) {
@@ -225,7 +206,7 @@ type second struct {
 }
 
 func run(ctx context.Context, r *registrytest.Program, c *config) error {
-	root, err := moduleRoot(ctx)
+	root, err := benchproc.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -236,13 +217,13 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	}
 	e := &env{c: c, r: r, regBin: filepath.Join(c.testbin, "registry"), hc: &http.Client{Timeout: 30 * time.Second}}
 	res := &results{
-		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": loadavg(), "start": time.Now().UTC().Format(time.RFC3339)},
+		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": benchproc.Loadavg(), "start": time.Now().UTC().Format(time.RFC3339)},
 		Config: map[string]any{
 			"rounds": c.rounds, "layers": c.layers, "size_bytes": c.size, "tools": c.tools,
 			"max_concurrent_copies": c.maxCopies, "rss_every": c.rssEvery.String(), "controller_bin": c.controllerBin,
 		},
 	}
-	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), loadavg())
+	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), benchproc.Loadavg())
 
 	e.logDir = c.logDir
 	if e.logDir == "" {
@@ -276,7 +257,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	if slices.ContainsFunc(c.tools, func(t string) bool { _, ok := taggerCopies(t, 0); return ok }) {
 		if e.ctrlBin = c.controllerBin; e.ctrlBin == "" {
 			logf("building ./cmd/controller")
-			if e.ctrlBin, err = buildController(ctx, root, r.TempDir()); err != nil {
+			if e.ctrlBin, err = benchproc.BuildController(ctx, root, r.TempDir()); err != nil {
 				return err
 			}
 		}
@@ -335,7 +316,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		k := round % len(order)
 		order = append(order[k:], order[:k]...)
 		for _, tool := range order {
-			logf("round %d/%d: %s (load average %s)", round+1, c.rounds, tool, loadavg())
+			logf("round %d/%d: %s (load average %s)", round+1, c.rounds, tool, benchproc.Loadavg())
 			t, err := e.trial(ctx, tool, round)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, tool, err)
@@ -351,7 +332,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			if strings.HasPrefix(tool, "tagger@") {
 				continue // the variants are for the timing only
 			}
-			logf("second copy: %s (load average %s)", tool, loadavg())
+			logf("second copy: %s (load average %s)", tool, benchproc.Loadavg())
 			s, err := e.secondCopy(ctx, tool)
 			if err != nil {
 				return fmt.Errorf("second copy, %s: %w", tool, err)
@@ -360,7 +341,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			res.Second = append(res.Second, s)
 		}
 	}
-	res.Machine["loadavg_end"] = loadavg()
+	res.Machine["loadavg_end"] = benchproc.Loadavg()
 	report(os.Stdout, e, res)
 	if c.out != "" {
 		b, err := json.MarshalIndent(res, "", "  ")
@@ -413,6 +394,15 @@ func (e *env) prepareImages(ctx context.Context) error {
 	return nil
 }
 
+// copyArgv is the skopeo or crane command line copying src to dst.
+func (e *env) copyArgv(tool, src, dst string) []string {
+	if tool == "skopeo" {
+		return []string{e.skopeo, "--policy", e.policy, "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+			"--preserve-digests", "--retry-times", "0", "docker://" + src, "docker://" + dst}
+	}
+	return []string{e.crane, "copy", "--insecure", src, dst}
+}
+
 // counters are CPU readings around a copy.
 type counters struct {
 	at                  time.Time
@@ -425,7 +415,7 @@ func (e *env) read(copierPID, bundledPID int) counters {
 	if copierPID > 0 {
 		c.copier = cpuTime(copierPID)
 	}
-	c.busy, c.total = machineCPU()
+	c.busy, c.total = benchproc.MachineCPU()
 	return c
 }
 
@@ -453,7 +443,7 @@ func (e *env) trial(ctx context.Context, tool string, round int) (*trial, error)
 	tt := newTrialT(e.r)
 	defer tt.close()
 	bundled, bundledPID := e.startBundled(tt)
-	t := &trial{Tool: tool, Round: round + 1, Loadavg: loadavg()}
+	t := &trial{Tool: tool, Round: round + 1, Loadavg: benchproc.Loadavg()}
 	src := e.up.Host() + "/" + e.upRepo + ":v1"
 	dst := bundled.Host() + "/" + e.cacheRepo + ":v1"
 	logPath := filepath.Join(e.logDir, fmt.Sprintf("%s-round%d.log", tool, round+1))
@@ -467,15 +457,8 @@ func (e *env) trial(ctx context.Context, tool string, round int) (*trial, error)
 			return nil, err
 		}
 	default:
-		var argv []string
-		if tool == "skopeo" {
-			argv = []string{e.skopeo, "--policy", e.policy, "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-				"--preserve-digests", "--retry-times", "0", "docker://" + src, "docker://" + dst}
-		} else {
-			argv = []string{e.crane, "copy", "--insecure", src, dst}
-		}
 		a := e.read(0, bundledPID)
-		tr, err := runTool(cctx, argv, logPath, e.c.rssEvery)
+		tr, err := runTool(cctx, e.copyArgv(tool, src, dst), logPath, e.c.rssEvery)
 		b := e.read(0, bundledPID)
 		if err != nil {
 			return nil, err
@@ -524,15 +507,15 @@ func (e *env) taggerTrial(ctx context.Context, tt *trialT, t *trial, args []stri
 	if err != nil {
 		return err
 	}
-	defer e.deleteTag(name) // runs after p.stop: the finalizer is dropped by hand
-	defer p.stop()
-	m0, err := scrape(p.metrics, "tagger_copy_bytes_total")
+	defer e.deleteTag(name) // runs after p.Stop: the finalizer is dropped by hand
+	defer p.Stop()
+	m0, err := benchproc.Scrape(p.Metrics, "tagger_copy_bytes_total")
 	if err != nil {
 		return err
 	}
-	t.RSSBefore, _ = vmRSS(p.pid())
-	a := e.read(p.pid(), bundledPID)
-	s := sampleRSS(p.pid(), e.c.rssEvery)
+	t.RSSBefore, _ = benchproc.VmRSS(p.Pid())
+	a := e.read(p.Pid(), bundledPID)
+	s := sampleRSS(p.Pid(), e.c.rssEvery)
 	tag := &v1alpha1.Tag{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec:       v1alpha1.TagSpec{Image: e.up.Host() + "/" + e.upRepo + ":v1", Cache: true},
@@ -545,17 +528,17 @@ func (e *env) taggerTrial(ctx context.Context, tt *trialT, t *trial, args []stri
 		}
 		return cached(tag)
 	})
-	b := e.read(p.pid(), bundledPID)
+	b := e.read(p.Pid(), bundledPID)
 	t.RSSMax, t.RSSSamples = s.stop()
 	if err != nil {
-		return fmt.Errorf("%w; controller log:\n%s", err, tail(logPath, 3000))
+		return fmt.Errorf("%w; controller log:\n%s", err, benchproc.Tail(logPath, 3000))
 	}
 	t.Wall = done.Sub(a.at).Seconds()
 	if !finalizer.IsZero() {
 		t.Reconcile = finalizer.Sub(a.at).Seconds()
 	}
 	t.setCPU(a, b)
-	m1, err := scrape(p.metrics, "tagger_copy_bytes_total")
+	m1, err := benchproc.Scrape(p.Metrics, "tagger_copy_bytes_total")
 	if err != nil {
 		return err
 	}
@@ -687,22 +670,22 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 		}
 		logPath := filepath.Join(e.logDir, "tagger-second.log")
 		const name = "bench-second"
-		defer e.deleteTag(name) // runs after p.stop
+		defer e.deleteTag(name) // runs after p.Stop
 		p, err := startController(tt.Program, e.ctrlBin, e.controllerArgs(proxy.URL(), e.c.maxCopies), logPath)
 		if err != nil {
 			return nil, err
 		}
-		defer p.stop()
+		defer p.Stop()
 		tag := &v1alpha1.Tag{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec:       v1alpha1.TagSpec{Image: e.up.Host() + "/" + e.upRepo + ":latest", Cache: true},
 		}
 		if _, _, err := e.waitTag(cctx, name, func() error { return e.cl.Create(cctx, tag) }, cachedGeneration(1, e.imgA.digest)); err != nil {
-			return nil, fmt.Errorf("%w; controller log:\n%s", err, tail(logPath, 3000))
+			return nil, fmt.Errorf("%w; controller log:\n%s", err, benchproc.Tail(logPath, 3000))
 		}
 		before, b0, r0 = proxy.snapshot()
 		s.FirstBytes = before
-		m0, err := scrape(p.metrics, "tagger_copy_bytes_total")
+		m0, err := benchproc.Scrape(p.Metrics, "tagger_copy_bytes_total")
 		if err != nil {
 			return nil, err
 		}
@@ -725,10 +708,10 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 			return e.cl.Patch(cctx, &cur, patch)
 		}, cachedGeneration(2, e.imgB.digest))
 		if err != nil {
-			return nil, fmt.Errorf("%w; controller log:\n%s", err, tail(logPath, 3000))
+			return nil, fmt.Errorf("%w; controller log:\n%s", err, benchproc.Tail(logPath, 3000))
 		}
 		s.SecondWall = done.Sub(start).Seconds()
-		m1, err := scrape(p.metrics, "tagger_copy_bytes_total")
+		m1, err := benchproc.Scrape(p.Metrics, "tagger_copy_bytes_total")
 		if err != nil {
 			return nil, err
 		}
@@ -744,14 +727,7 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 		copyOne := func(ref string) (time.Duration, error) {
 			src := e.up.Host() + "/" + e.upRepo + ":" + ref
 			dst := dstHost + "/" + e.cacheRepo + ":" + ref
-			var argv []string
-			if tool == "skopeo" {
-				argv = []string{e.skopeo, "--policy", e.policy, "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-					"--preserve-digests", "--retry-times", "0", "docker://" + src, "docker://" + dst}
-			} else {
-				argv = []string{e.crane, "copy", "--insecure", src, dst}
-			}
-			tr, err := runTool(cctx, argv, filepath.Join(e.logDir, tool+"-second-"+ref+".log"), e.c.rssEvery)
+			tr, err := runTool(cctx, e.copyArgv(tool, src, dst), filepath.Join(e.logDir, tool+"-second-"+ref+".log"), e.c.rssEvery)
 			return tr.wall, err
 		}
 		if _, err := copyOne("v1"); err != nil {

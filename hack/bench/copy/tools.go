@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 )
 
 // craneVersion is the crane the benchmark builds from the Go module proxy.
@@ -54,7 +56,7 @@ func findCrane(ctx context.Context, flagValue string) (string, string, error) {
 		bin = filepath.Join(dir, "crane")
 		if _, err := os.Stat(bin); err != nil {
 			logf("building crane %s into %s (go install, from the module proxy)", craneVersion, dir)
-			cmd := exec.CommandContext(ctx, goCmd(), "install", "github.com/google/go-containerregistry/cmd/crane@"+craneVersion)
+			cmd := exec.CommandContext(ctx, benchproc.GoCmd(), "install", "github.com/google/go-containerregistry/cmd/crane@"+craneVersion)
 			cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
 			cmd.Dir = os.TempDir() // outside any module
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -113,7 +115,7 @@ func runTool(ctx context.Context, argv []string, logPath string, rssEvery time.D
 		r.cpu = ps.UserTime() + ps.SystemTime()
 	}
 	if err != nil {
-		return r, fmt.Errorf("%s: %w; output:\n%s", strings.Join(argv, " "), err, tail(logPath, 2048))
+		return r, fmt.Errorf("%s: %w; output:\n%s", strings.Join(argv, " "), err, benchproc.Tail(logPath, 2048))
 	}
 	return r, nil
 }

@@ -39,7 +39,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -57,6 +56,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/pkg/mirror"
@@ -125,26 +125,7 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	r := &rig{Prefix: "tagger-bench"}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		fmt.Fprintf(os.Stderr, "bench: %v: stopping everything\n", s)
-		cancel()
-		r.Close()
-		os.Exit(130)
-	}()
-
-	code := 0
-	if err := r.Run(func() error { return run(ctx, r, &c) }); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		code = 1
-	}
-	cancel()
-	r.Close()
-	return code
+	return benchproc.Main("tagger-bench", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
 }
 
 // rig is the program's registrytest.T, owning every cleanup.
@@ -169,7 +150,7 @@ func run(ctx context.Context, r *rig, c *config) error {
 		"warmup": c.warmup.String(), "blob_mib": c.blobMiB, "blob_runs": c.blobRuns, "pins": c.pins,
 	}}
 	logf("machine: %d CPUs (%s), GOMAXPROCS %d, load average %s", res.Machine.NumCPU, res.Machine.CPU,
-		runtime.GOMAXPROCS(0), loadavg())
+		runtime.GOMAXPROCS(0), benchproc.Loadavg())
 
 	if !c.noMem {
 		mem, err := runMemory(ctx, c)
@@ -1119,7 +1100,7 @@ func report(w io.Writer, c *config, res *results) {
 	m := res.Machine
 	fmt.Fprintf(w, "\n# Mirror benchmark, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "Machine: %d CPUs (nproc), %s; %s; %s; wrk: %s; load average at the end: %s\n",
-		m.NumCPU, m.CPU, m.Kernel, runtime.Version(), m.Wrk, loadavg())
+		m.NumCPU, m.CPU, m.Kernel, runtime.Version(), m.Wrk, benchproc.Loadavg())
 
 	if len(res.Manifest) > 0 {
 		fmt.Fprintf(w, "\n## Pinned-tag manifest (%s, wrk -c%d -t%d -d%s --latency, median of %d runs)\n\n",
@@ -1271,16 +1252,4 @@ func machineInfo(wrk string) machine {
 		m.Wrk = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(first), "Copyright (C) 2012 Will Glozer"))
 	}
 	return m
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
