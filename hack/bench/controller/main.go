@@ -31,7 +31,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -252,11 +251,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 
 	report(os.Stdout, c, res)
 	if c.out != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(c.out, append(b, '\n'), 0o644); err != nil {
+		if err := benchproc.WriteJSON(c.out, res); err != nil {
 			return err
 		}
 		logf("raw results written to %s", c.out)

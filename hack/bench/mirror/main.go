@@ -168,11 +168,7 @@ func run(ctx context.Context, r *rig, c *config) error {
 
 	report(os.Stdout, c, res)
 	if c.out != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(c.out, append(b, '\n'), 0o644); err != nil {
+		if err := benchproc.WriteJSON(c.out, res); err != nil {
 			return err
 		}
 		logf("raw results written to %s", c.out)

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,15 @@ func Main(prefix string, run func(ctx context.Context, r *registrytest.Program) 
 	cancel()
 	r.Close()
 	return code
+}
+
+// WriteJSON writes v to path as indented JSON, with a final newline.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // GoCmd is the go command ($GO or "go").
