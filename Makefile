@@ -8,7 +8,7 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build generate verify-generated testbin deps test unit lint demo clean
+.PHONY: all build generate verify-generated testbin deps test unit lint demo clean bench bench-controller
 
 all: build
 
@@ -58,3 +58,8 @@ clean:
 bench: testbin
 	hack/bench/mirror.sh
 	$(GO) run ./hack/bench/copy
+
+## bench-controller: webhook -> node pin latency and 5,000 Tags at checkInterval 15m
+## (about 25 minutes; docs/benchmarks.md "Controller and webhooks")
+bench-controller: testbin
+	$(GO) run ./hack/bench/controller -interval 15m -measure 16m30s -scale-kube-api-qps default
