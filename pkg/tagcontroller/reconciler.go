@@ -297,7 +297,10 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 		}
 		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason), msg)
 	}
-	if g.Generation != prev && g.Generation != 0 {
+	// The first generation served is not a change (its NewGeneration Event
+	// says it); one Event per Tag on a first pass also keeps the recorder's
+	// backlog, which client-go holds a goroutine per Event for, small.
+	if g.Generation != prev && g.Generation != 0 && prev != 0 {
 		msg := fmt.Sprintf("serving generation %d (%s), was %d", g.Generation, g.Digest, prev)
 		r.event(tag, corev1.EventTypeNormal, "ServedGenerationChanged", "Serve", msg)
 		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest, "previous": prev}).Info("served generation changed")
