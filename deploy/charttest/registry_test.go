@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/testbin"
 )
 
@@ -45,7 +45,7 @@ func TestRegistryFilesystem(t *testing.T) {
 	// filesystem storage.
 	r := render(t, rwxValues)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := procutil.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
 		setPath(t, cfg, filepath.Join(dir, "data"), "storage", "filesystem", "rootdirectory")
 		setPath(t, cfg, addr, "http", "addr")
@@ -95,7 +95,7 @@ func TestRegistryS3(t *testing.T) {
 	r := render(t, s3Values)
 	store := newFakeS3(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := procutil.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
 		setPath(t, cfg, store.URL, "storage", "s3", "regionendpoint")
 		setPath(t, cfg, addr, "http", "addr")
@@ -233,16 +233,6 @@ func serve(t *testing.T, c corev1.Container, binDir, cfg, tmp, addr string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // pushImage pushes a one-layer OCI image as <repo>:1.27.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tagger-project/tagger/internal/procutil"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -104,7 +105,7 @@ func startWithPorts(n int, start func(ports []int) error) error {
 	var err error
 	for range portAttempts {
 		var ports []int
-		if ports, err = freePorts(n); err != nil {
+		if ports, err = procutil.FreePorts(n); err != nil {
 			return err
 		}
 		if err = start(ports); !errors.Is(err, errAddrInUse) {

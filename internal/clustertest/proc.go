@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,26 +110,4 @@ func (p *proc) exitError() error {
 		return fmt.Errorf("%s: %w", p.name, errAddrInUse)
 	}
 	return fmt.Errorf("%s exited (%v) before it was ready; log %s:\n%s", p.name, p.err, p.logPath, out)
-}
-
-// freePorts asks the kernel for n distinct free loopback ports. Another
-// process can take one before the component binds it; the rig retries the
-// start with new ports when that happens.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -174,11 +174,11 @@ func Start(t T, bin string, o Options) *Registry {
 
 	var err error
 	for range startAttempts {
-		var port int
-		if port, err = freePort(); err != nil {
+		var ps []int
+		if ps, err = procutil.FreePorts(1); err != nil {
 			break
 		}
-		r.port = port
+		r.port = ps[0]
 		if err = r.Start(); !errors.Is(err, errAddrInUse) {
 			break
 		}
@@ -397,17 +397,6 @@ func writeHtpasswd(path string, users map[string]string) error {
 		return fmt.Errorf("write htpasswd: %w", err)
 	}
 	return nil
-}
-
-// freePort asks the kernel for a free loopback port. Another process can
-// still take it before the registry binds; New retries when that happens.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

@@ -205,7 +205,7 @@ var errAddrInUse = errors.New("address already in use")
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ps, err := freePorts(8)
+	ps, err := procutil.FreePorts(8)
 	if err != nil {
 		return err
 	}
@@ -381,27 +381,6 @@ func (s *Server) Keys(t registrytest.T, prefix string) []string {
 		}
 		token = page.NextContinuationToken
 	}
-}
-
-// freePorts asks the kernel for n distinct free loopback ports. Another
-// process can still take one before weed binds; Start retries then.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ps []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ps, nil
 }
 
 func randomHex(n int) string {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,23 +26,12 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 )
 
 func repoRoot() string { return kubetest.RepoRoot() }
-
-// freeAddr returns a loopback address that was free a moment ago; the
-// controller binding it is retried by the caller if it lost the race.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // syncBuffer collects the process's stderr lines.
 type syncBuffer struct {
@@ -85,7 +73,7 @@ func TestControllerProcess(t *testing.T) {
 		t.Fatalf("--log-format=xml accepted: %v\n%s", err, out)
 	}
 
-	metricsAddr, healthAddr, webhookAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	metricsAddr, healthAddr, webhookAddr := procutil.FreeAddr(t), procutil.FreeAddr(t), procutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin,

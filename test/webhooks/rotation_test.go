@@ -3,7 +3,6 @@ package webhooks
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/procutil"
 )
 
 // TestSecretRotation: the controller re-reads its webhook Secret, so a
@@ -30,7 +30,7 @@ func TestSecretRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := kubetest.ControllerOptions()
-	o.WebhookAddr = loopbackAddr(t)
+	o.WebhookAddr = procutil.FreeAddr(t)
 	o.WebhookSecret = "default/tagger-webhooks"
 	o.WebhookSecretRefresh = 200 * time.Millisecond
 	kc.RunController(o)
@@ -74,15 +74,4 @@ func TestSecretRotation(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// loopbackAddr is a loopback address that was free a moment ago.
-func loopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
