@@ -153,6 +153,19 @@ func patch(t *testing.T, c client.Client, body string) {
 	}
 }
 
+// startCaching starts an apiserver, an upstream and a bundled registry, and
+// the controller caching into the bundled one.
+func startCaching(t *testing.T) (client.Client, *registrytest.Registry, *registrytest.Registry) {
+	t.Helper()
+	kc := kubetest.New(t)
+	up := registrytest.New(t, registrytest.Options{})
+	bundled := registrytest.New(t, registrytest.Options{})
+	o := kubetest.ControllerOptions()
+	o.RegistryURL = bundled.URL()
+	kc.RunController(o)
+	return kc.Client, up, bundled
+}
+
 func poll(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -62,13 +61,7 @@ func newFlipper(t *testing.T, target string) *flipper {
 // later clean upstream completes the copy.
 func TestCorruptUpstreamLayer(t *testing.T) {
 	ctx := context.Background()
-	kc := kubetest.New(t)
-	c := kc.Client
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	o := kubetest.ControllerOptions()
-	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
+	c, up, bundled := startCaching(t)
 
 	f := newFlipper(t, up.URL())
 	f.on.Store(true)

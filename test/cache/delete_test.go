@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -25,13 +24,7 @@ import (
 // finalizer; once the registry is back the cleanup completes.
 func TestDeletedTagCleansCache(t *testing.T) {
 	ctx := context.Background()
-	kc := kubetest.New(t)
-	c := kc.Client
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	o := kubetest.ControllerOptions()
-	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
+	c, up, bundled := startCaching(t)
 
 	// "del-a" follows del/app:v1 through two images; "del-b" pins
 	// del/app:v2, which names the same manifest as del-a's generation 1.

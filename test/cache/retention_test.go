@@ -10,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -20,13 +19,7 @@ import (
 // garbage collection, proven in pkg/imagecopy); kept generations stay.
 func TestRetentionPrunesCache(t *testing.T) {
 	ctx := context.Background()
-	kc := kubetest.New(t)
-	c := kc.Client
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	o := kubetest.ControllerOptions()
-	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
+	c, up, bundled := startCaching(t)
 
 	image := up.Host() + "/ret/app:v1"
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "ret"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true, HistoryLimit: 2}}
