@@ -39,6 +39,7 @@ func run() error {
 	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "registry webhook receivers listen address (\"0\" disables)")
 	fs.StringVar(&o.WebhookSecret, "webhook-secret", o.WebhookSecret, "namespace/name of the Secret with per-provider webhook secrets (keys dockerhub, quay, github, harbor, generic)")
 	fs.DurationVar(&o.WebhookSecretRefresh, "webhook-secret-refresh", o.WebhookSecretRefresh, "how often the webhook Secret is re-read so a rotated secret takes effect (0: read once at start)")
+	fs.DurationVar(&o.WebhookCoalesce, "webhook-coalesce", o.WebhookCoalesce, "after a webhook-triggered check of a Tag, merge further notifications for it for this long (identical payloads are dropped, others get one trailing check)")
 	fs.BoolVar(&o.DockerHubCallback, "dockerhub-callback", o.DockerHubCallback, "report check results to Docker Hub's callback_url")
 	fs.Float64Var(&o.RegistryQPS, "registry-qps", o.RegistryQPS, "upstream requests per second per registry host")
 	fs.IntVar(&o.RegistryBurst, "registry-burst", o.RegistryBurst, "upstream requests a registry may get at once (0: one second's worth)")

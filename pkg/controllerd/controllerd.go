@@ -70,6 +70,9 @@ type Options struct {
 	// WebhookSecretRefresh is how often the webhook Secret is re-read, so a
 	// rotation takes effect without a restart (0: read once).
 	WebhookSecretRefresh time.Duration
+	// WebhookCoalesce is the window after a Tag's webhook-triggered check
+	// in which further notifications for it are merged.
+	WebhookCoalesce time.Duration
 	// DockerHubCallback posts the result to Docker Hub's callback_url.
 	DockerHubCallback bool
 	// RegistryQPS and RegistryBurst bound upstream requests per registry host.
@@ -87,6 +90,7 @@ func DefaultOptions() Options {
 		HealthAddr:              ":8081",
 		WebhookAddr:             ":8080",
 		WebhookSecretRefresh:    time.Minute,
+		WebhookCoalesce:         hooks.DefaultCoalesce,
 		KubeAPIQPS:              50,
 		KubeAPIBurst:            100,
 		MaxConcurrentCopies:     imagecopy.DefaultMaxConcurrent,
@@ -237,6 +241,7 @@ func addWebhooks(ctx context.Context, mgr manager.Manager, o Options, log *logru
 		Client:            mgr.GetClient(),
 		Secrets:           secrets,
 		DockerHubCallback: o.DockerHubCallback,
+		Coalesce:          o.WebhookCoalesce,
 		Log:               log.WithField("component", "webhooks"),
 		Metrics:           metrics.Registry,
 	})

@@ -67,7 +67,7 @@ type cpuShare struct {
 }
 
 func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env, cfg *rest.Config) (*webhookResults, error) {
-	res := &webhookResults{Coalesce: hooks.DefaultCoalesce.String() + " (hooks.DefaultCoalesce; cmd/controller has no flag for it)"}
+	res := &webhookResults{Coalesce: hooks.DefaultCoalesce.String() + " (the controller's default --webhook-coalesce)"}
 	proxy := registrytest.NewCountingProxy(r, e.up.URL())
 	image := proxy.Host() + "/" + webhookRepo + ":" + webhookTagOf
 	ref, err := pins.ParseReference(image)
