@@ -43,6 +43,10 @@ type ImageOptions struct {
 	// MediaType is the manifest media type: ocispec.MediaTypeImageManifest
 	// (default) or MediaTypeDockerManifest; config and layer types follow it.
 	MediaType string
+	// Base, when set, makes Base's layers this image's first layers (the
+	// same blobs, as images built FROM one base share them); the generated
+	// layers follow. Base must have the same MediaType.
+	Base *Image
 }
 
 // Image is a pushed image manifest and its content.
@@ -217,8 +221,23 @@ func buildImage(o ImageOptions) (Image, error) {
 
 	img := Image{MediaType: o.MediaType, Platform: o.Platform, Blobs: map[digest.Digest][]byte{}}
 	var diffIDs []digest.Digest
+	if b := o.Base; b != nil {
+		if b.MediaType != o.MediaType {
+			return Image{}, fmt.Errorf("base image is %s, want %s", b.MediaType, o.MediaType)
+		}
+		var bc ocispec.Image
+		if err := json.Unmarshal(b.Blobs[b.Config.Digest], &bc); err != nil {
+			return Image{}, fmt.Errorf("read base image config: %w", err)
+		}
+		diffIDs = append(diffIDs, bc.RootFS.DiffIDs...)
+		for _, l := range b.Layers {
+			img.Layers = append(img.Layers, l)
+			img.Blobs[l.Digest] = b.Blobs[l.Digest]
+		}
+	}
+	first := len(diffIDs) // file names stay distinct after the base's
 	for i, size := range sizes {
-		tarball, gz, err := randomLayer(i, size, level)
+		tarball, gz, err := randomLayer(first+i, size, level)
 		if err != nil {
 			return Image{}, err
 		}

@@ -273,6 +273,25 @@ func (r *Registry) spawn() (*process, error) {
 	return &process{Process: pp, nonce: nonce}, nil
 }
 
+// CollectGarbage stops the registry, runs distribution's `registry
+// garbage-collect` on its storage as the chart does (--delete-untagged=false:
+// manifests no tag points at are kept, pins are by digest) and starts it
+// again on the same port.
+func (r *Registry) CollectGarbage(t T) {
+	t.Helper()
+	r.Stop()
+	cmd := exec.Command(r.bin, "garbage-collect", "--delete-untagged=false", filepath.Join(r.dir, "config.json"))
+	cmd.Env = registryEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("registrytest: registry garbage-collect: %v\n%s", err, out)
+	}
+	t.Logf("registry garbage-collect:\n%s", out)
+	if err := r.Start(); err != nil {
+		t.Fatalf("registrytest: restart after garbage-collect: %v", err)
+	}
+}
+
 var errAddrInUse = errors.New("address already in use")
 
 // waitReady polls GET /v2/ until our own process answers it, or it exits.

@@ -9,9 +9,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,61 +18,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/pkg/upstream"
 )
-
-// dirT hands the registry rig a temp dir it remembers, so the test knows
-// where the bundled registry keeps its config and storage.
-type dirT struct {
-	*testing.T
-	dir string
-}
-
-func (d *dirT) TempDir() string {
-	d.dir = d.T.TempDir()
-	return d.dir
-}
-
-// gcRegistry is a bundled registry whose garbage collector the test can run.
-type gcRegistry struct {
-	*registrytest.Registry
-	bin, dir string
-}
-
-func newGCRegistry(t *testing.T) *gcRegistry {
-	t.Helper()
-	bin := filepath.Join(testbin.Require(t, "registry"), "registry")
-	dt := &dirT{T: t}
-	reg := registrytest.Start(dt, bin, registrytest.Options{})
-	if _, err := os.Stat(filepath.Join(dt.dir, "config.json")); err != nil {
-		t.Fatalf("bundled registry config not where expected: %v", err)
-	}
-	return &gcRegistry{Registry: reg, bin: bin, dir: dt.dir}
-}
-
-// collectGarbage stops the registry, runs `registry garbage-collect` on its
-// storage (tagless manifests are kept, as the chart runs it) and starts it
-// again.
-func (g *gcRegistry) collectGarbage(t *testing.T) {
-	t.Helper()
-	g.Stop()
-	cmd := exec.Command(g.bin, "garbage-collect", "--delete-untagged=false", filepath.Join(g.dir, "config.json"))
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "REGISTRY_") && !strings.HasPrefix(kv, "OTEL_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("registry garbage-collect: %v\n%s", err, out)
-	}
-	t.Logf("garbage-collect output:\n%s", out)
-	if err := g.Start(); err != nil {
-		t.Fatalf("restart bundled registry: %v", err)
-	}
-}
 
 // genImage is an image manifest built from given layer bytes, so that
 // generations can share layers.
@@ -180,7 +124,7 @@ func assertPresent(t *testing.T, reg *registrytest.Registry, repo, kind string, 
 // generations referenced is gone, everything the kept ones need is intact.
 func TestPruneGenerationsSharingLayers(t *testing.T) {
 	up := registrytest.New(t, registrytest.Options{})
-	bundled := newGCRegistry(t)
+	bundled := registrytest.New(t, registrytest.Options{})
 	client := upstream.New(upstream.Options{HTTPClient: &http.Client{}, PlainHTTP: func(string) bool { return true }})
 	c := &Copier{Upstream: client, Registry: bundled.URL()}
 	ctx := copyCtx(t)
@@ -223,7 +167,7 @@ func TestPruneGenerationsSharingLayers(t *testing.T) {
 	// Manifests and the tags on them are gone at once; blobs wait for GC.
 	assertGone(t, bundled.URL(), repo, "manifests", gen1.Digest, arm4.Digest, gen4)
 	assertGone(t, bundled.URL(), repo, "manifests", "tagger.app.g1", "tagger.app.g4")
-	assertPresent(t, bundled.Registry, repo, "blobs", digest.FromBytes(B))
+	assertPresent(t, bundled, repo, "blobs", digest.FromBytes(B))
 
 	// A second run finds nothing left to do.
 	res, err = c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, []digest.Digest{gen2.Digest, gen3.Digest, gen5})
@@ -231,19 +175,19 @@ func TestPruneGenerationsSharingLayers(t *testing.T) {
 		t.Fatalf("second Prune = %+v, %v; want nothing deleted", res, err)
 	}
 
-	bundled.collectGarbage(t)
+	bundled.CollectGarbage(t)
 
 	// What only the dropped generations referenced is gone ...
 	assertGone(t, bundled.URL(), repo, "blobs", digest.FromBytes(B), gen1.Config.Digest, digest.FromBytes(G), arm4.Config.Digest)
 	assertGone(t, bundled.URL(), repo, "manifests", gen1.Digest, arm4.Digest, gen4)
 	// ... the shared layer stays, and the kept generations are whole and
 	// byte-identical, under their tags too.
-	assertPresent(t, bundled.Registry, repo, "blobs", digest.FromBytes(A))
+	assertPresent(t, bundled, repo, "blobs", digest.FromBytes(A))
 	for _, img := range []genImage{gen2, gen3, amd, arm5} {
-		assertPresent(t, bundled.Registry, repo, "manifests", img.Digest)
-		assertPresent(t, bundled.Registry, repo, "blobs", img.blobs()...)
+		assertPresent(t, bundled, repo, "manifests", img.Digest)
+		assertPresent(t, bundled, repo, "blobs", img.blobs()...)
 	}
-	assertPresent(t, bundled.Registry, repo, "manifests", gen5)
+	assertPresent(t, bundled, repo, "manifests", gen5)
 	for i, root := range map[int]digest.Digest{2: gen2.Digest, 3: gen3.Digest, 5: gen5} {
 		tag := "tagger.app.g" + string(rune('0'+i))
 		_, body := bundled.Get(t, repo, "/v2/"+repo+"/manifests/"+tag, manifestAccept)
