@@ -309,3 +309,45 @@ func TestStreamOverNetHTTP(t *testing.T) {
 		}
 	}
 }
+
+// maxReader records the largest read asked of it.
+type maxReader struct {
+	r   io.Reader
+	max int
+}
+
+func (m *maxReader) Read(p []byte) (int, error) {
+	m.max = max(m.max, len(p))
+	return m.r.Read(p)
+}
+
+// TestStreamCopyBuffer checks that a body handed to a net/http
+// ResponseWriter's ReadFrom is copied with the pooled buffer: the TCP
+// connection's ReadFrom can neither splice nor sendfile from it, and without
+// pooledReader's WriteTo it would copy in 32 KiB reads and writes.
+func TestStreamCopyBuffer(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3*copyBufferSize/16+7)
+	largest := make(chan int, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src := &maxReader{r: bytes.NewReader(big)}
+		w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+		w.WriteHeader(http.StatusOK)
+		if _, err := w.(io.ReaderFrom).ReadFrom(pooledReader{src}); err != nil {
+			t.Error(err)
+		}
+		largest <- src.max
+	}))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || !bytes.Equal(body, big) {
+		t.Fatalf("%d bytes, want %d (%v)", len(body), len(big), err)
+	}
+	if n := <-largest; n != copyBufferSize {
+		t.Fatalf("largest read %d bytes, want %d", n, copyBufferSize)
+	}
+}
