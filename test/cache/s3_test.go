@@ -18,7 +18,6 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/s3test"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -131,32 +130,6 @@ func TestCachedPullsS3(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// runAgent runs a node agent for ctd reading the bundled registry at
-// registryURL, stopped when the test ends.
-func runAgent(t *testing.T, kc *kubetest.Cluster, ctd *containerdtest.Containerd, registryURL string) *nodeagent.Agent {
-	t.Helper()
-	ao := nodeagent.DefaultOptions()
-	ao.Listen = "127.0.0.1:0"
-	ao.MetricsAddr, ao.HealthAddr = "0", "0"
-	ao.HostsDir, ao.ContainerdConfig, ao.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
-	ao.RegistryURL = registryURL
-	ao.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(kc.Config, ao, kc.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, acancel := context.WithCancel(context.Background())
-	adone := make(chan error, 1)
-	go func() { adone <- agent.Run(actx) }()
-	t.Cleanup(func() {
-		acancel()
-		if err := <-adone; err != nil {
-			t.Errorf("node agent: %v", err)
-		}
-	})
-	return agent
 }
 
 // assertClosed fails unless nothing accepts connections on host.
