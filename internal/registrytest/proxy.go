@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -28,7 +30,8 @@ const (
 )
 
 // CountingProxy is a loopback reverse proxy in front of a registry that
-// counts the requests going through it by method and Kind. It also records
+// counts the requests going through it by method and Kind, and the request
+// body bytes they sent (what a client uploaded). It also records
 // every request that writes a whole blob (BlobWrites) and can throttle
 // upload bodies (Throttle), so a test can stop a client mid-upload.
 type CountingProxy struct {
@@ -36,7 +39,8 @@ type CountingProxy struct {
 	throttle throttle
 
 	mu       sync.Mutex
-	counts   map[string]int // "METHOD kind"
+	counts   map[string]int   // "METHOD kind"
+	sent     map[string]int64 // "METHOD kind" -> request body bytes
 	log      []string
 	writes   []BlobWrite
 	inFlight int
@@ -73,7 +77,7 @@ func NewCountingProxy(t T, target string) *CountingProxy {
 	if err != nil {
 		t.Fatalf("registrytest: counting proxy target %q: %v", target, err)
 	}
-	p := &CountingProxy{counts: map[string]int{}}
+	p := &CountingProxy{counts: map[string]int{}, sent: map[string]int64{}}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
@@ -92,6 +96,15 @@ func NewCountingProxy(t T, target string) *CountingProxy {
 			p.inFlight--
 			p.mu.Unlock()
 		}()
+		if req.Body != nil && req.Body != http.NoBody {
+			body := &countedBody{rc: req.Body}
+			req.Body = body
+			defer func() {
+				p.mu.Lock()
+				p.sent[req.Method+" "+string(KindOf(req.URL.Path))] += body.n.Load()
+				p.mu.Unlock()
+			}()
+		}
 		isUpload := KindOf(req.URL.Path) == KindUpload
 		if isUpload && (req.Method == http.MethodPut || req.Method == http.MethodPatch) && req.Body != nil {
 			req.Body = &throttledBody{rc: req.Body, th: &p.throttle, ctx: req.Context()}
@@ -159,11 +172,20 @@ func (p *CountingProxy) String() string {
 	return strings.TrimSpace(b.String())
 }
 
+// Snapshot copies the request counts and the request body bytes sent, both
+// by "METHOD kind", for comparing before and after a step.
+func (p *CountingProxy) Snapshot() (requests map[string]int, sent map[string]int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.counts), maps.Clone(p.sent)
+}
+
 // Reset zeroes the counts and forgets the requests and blob writes seen.
 func (p *CountingProxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts = map[string]int{}
+	p.sent = map[string]int64{}
 	p.log = nil
 	p.writes = nil
 }
@@ -332,6 +354,21 @@ func (th *throttle) wait(ctx context.Context, n int) error {
 }
 
 // throttledBody is a request body read at the throttle's pace.
+// countedBody counts the bytes read from a request body (atomically: the
+// transport may still be writing the body when the response is back).
+type countedBody struct {
+	rc io.ReadCloser
+	n  atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countedBody) Close() error { return b.rc.Close() }
+
 type throttledBody struct {
 	rc  io.ReadCloser
 	th  *throttle

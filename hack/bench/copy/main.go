@@ -645,11 +645,7 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 	tt := newTrialT(e.r)
 	defer tt.close()
 	bundled, _ := e.startBundled(tt)
-	proxy, err := newByteProxy(bundled.URL())
-	if err != nil {
-		return nil, err
-	}
-	defer proxy.close()
+	proxy := registrytest.NewCountingProxy(tt, bundled.URL()) // closed by tt.close
 	s := &second{Tool: tool}
 	cctx, cancel := context.WithTimeout(ctx, 2*e.c.timeout)
 	defer cancel()
@@ -679,7 +675,8 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 		if _, _, err := e.waitTag(cctx, name, func() error { return e.cl.Create(cctx, tag) }, cachedGeneration(1, e.imgA.digest)); err != nil {
 			return nil, fmt.Errorf("%w; controller log:\n%s", err, benchproc.Tail(logPath, 3000))
 		}
-		before, b0, r0 = proxy.snapshot()
+		r0, b0 = proxy.Snapshot()
+		before = sum(b0)
 		s.FirstBytes = before
 		m0, err := benchproc.Scrape(p.Metrics, "tagger_copy_bytes_total")
 		if err != nil {
@@ -729,7 +726,8 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 		if _, err := copyOne("v1"); err != nil {
 			return nil, err
 		}
-		before, b0, r0 = proxy.snapshot()
+		r0, b0 = proxy.Snapshot()
+		before = sum(b0)
 		s.FirstBytes = before
 		wall, err := copyOne("v2")
 		if err != nil {
@@ -737,9 +735,8 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 		}
 		s.SecondWall = wall.Seconds()
 	}
-	var after int64
-	after, b1, r1 = proxy.snapshot()
-	s.SecondBytes = after - before
+	r1, b1 = proxy.Snapshot()
+	s.SecondBytes = sum(b1) - before
 	s.SecondReqs = diffCounts(b0, b1, r0, r1)
 	for _, img := range []*benchImage{e.imgA, e.imgB} {
 		got, err := manifestDigest(ctx, e.hc, bundled.URL(), e.cacheRepo, img.digest.String())
