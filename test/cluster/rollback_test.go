@@ -25,6 +25,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/clustertest"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
@@ -134,7 +135,7 @@ func patch(t *testing.T, c client.Client, body string) {
 // hosts.toml is written and the node's local record has converged.
 func waitServed(t *testing.T, c client.Client, agent *nodeagent.Agent, image, d string) {
 	t.Helper()
-	poll(t, 90*time.Second, "generation "+d+" served and converged on the node", func() (bool, string) {
+	waitfor.Cond(t, 90*time.Second, "generation "+d+" served and converged on the node", func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
 			return false, err.Error()
@@ -171,7 +172,7 @@ func runPod(t *testing.T, cl *clustertest.Cluster, name, image, wantDigest, mark
 		t.Fatalf("create pod %s: %v", name, err)
 	}
 	var pod *corev1.Pod
-	poll(t, 90*time.Second, "pod "+name+" Running", func() (bool, string) {
+	waitfor.Cond(t, 90*time.Second, "pod "+name+" Running", func() (bool, string) {
 		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -182,14 +183,14 @@ func runPod(t *testing.T, cl *clustertest.Cluster, name, image, wantDigest, mark
 	if got := pod.Status.ContainerStatuses[0].ImageID; !strings.HasSuffix(got, "@"+wantDigest) {
 		t.Fatalf("pod %s: status imageID = %q, want digest %s", name, got, wantDigest)
 	}
-	poll(t, 30*time.Second, "pod "+name+" log marker", func() (bool, string) {
+	waitfor.Cond(t, 30*time.Second, "pod "+name+" log marker", func() (bool, string) {
 		l, err := cl.ContainerLog(pod, "main")
 		return strings.Contains(l, marker), fmt.Sprintf("log %q err %v", l, err)
 	})
 	if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod %s: %v", name, err)
 	}
-	poll(t, 60*time.Second, "pod "+name+" gone", func() (bool, string) {
+	waitfor.Cond(t, 60*time.Second, "pod "+name+" gone", func() (bool, string) {
 		_, err := pods.Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
@@ -203,18 +204,4 @@ func describe(p *corev1.Pod) string {
 		}
 	}
 	return s
-}
-
-func poll(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var msg string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, msg = cond(); ok {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
 }

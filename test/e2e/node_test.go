@@ -24,6 +24,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -91,7 +92,7 @@ func TestPinnedPulls(t *testing.T) {
 	// pulled) converges to generation 1 with no pull from us.
 	patchTag(t, r.c, "app", `{"spec":{"generation":1}}`)
 	r.waitServed("app", ref, gen1.Digest.String())
-	eventually(t, "node record converged to generation 1", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "node record converged to generation 1", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})

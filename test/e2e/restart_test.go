@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 )
 
 // TestConvergenceAfterContainerdRestart: containerd re-creates its socket
@@ -32,7 +34,7 @@ func TestConvergenceAfterContainerdRestart(t *testing.T) {
 	}
 
 	patchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
-	eventually(t, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
 )
 
@@ -89,7 +90,7 @@ func (r *rig) startAgent() {
 	r.agent, r.stop, r.done = a, cancel, make(chan error, 1)
 	go func() { r.done <- a.Run(ctx) }()
 	r.t.Cleanup(r.stopAgent)
-	eventually(r.t, "node agent ready", func() (bool, string) {
+	waitfor.Cond(r.t, time.Minute, "node agent ready", func() (bool, string) {
 		p := a.NotReady()
 		return len(p) == 0, fmt.Sprint(p)
 	})
@@ -109,7 +110,7 @@ func (r *rig) stopAgent() {
 // waitServed waits until the Tag serves d and the node agent's table has it.
 func (r *rig) waitServed(name, image, d string) {
 	r.t.Helper()
-	eventually(r.t, fmt.Sprintf("Tag %s served %s on the node", name, d), func() (bool, string) {
+	waitfor.Cond(r.t, time.Minute, fmt.Sprintf("Tag %s served %s on the node", name, d), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := r.c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
 			return false, err.Error()
@@ -147,20 +148,6 @@ func (r *rig) freshPull(ref string) string {
 		r.t.Fatalf("CRI pull %s: %v", ref, err)
 	}
 	return r.recorded(ref)
-}
-
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var msg string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, msg = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, msg)
 }
 
 // shared is one apiserver and one controller for the package's tests

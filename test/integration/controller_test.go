@@ -16,6 +16,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 )
 
 // TestGenerations walks a Tag through the whole generation story against a
@@ -85,7 +86,7 @@ func TestGenerations(t *testing.T) {
 	// Events for each new generation and each change of the served one
 	// (1->2, 2->1, 1->2: the last repeats the first and joins its series);
 	// the first generation served is not a change.
-	eventually(t, waitTimeout, "Events on Tag gens", func() (bool, string) {
+	waitfor.Cond(t, waitTimeout, "Events on Tag gens", func() (bool, string) {
 		reasons := eventReasons(t, c, "gens")
 		return count(reasons, "NewGeneration") >= 2 && count(reasons, "ServedGenerationChanged") >= 2, fmt.Sprintf("reasons %v", reasons)
 	})

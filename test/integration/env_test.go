@@ -6,7 +6,6 @@ package integration
 import (
 	"os"
 	"testing"
-	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,23 +22,4 @@ func TestMain(m *testing.M) { os.Exit(shared.Stop(m.Run())) }
 func startCluster(t *testing.T) client.Client {
 	t.Helper()
 	return shared.Get(t).Client
-}
-
-// eventually polls cond every 50ms until it holds or timeout passes; the
-// last failure message is reported.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var msg string
-	for {
-		ok, m := cond()
-		if ok {
-			return
-		}
-		msg = m
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

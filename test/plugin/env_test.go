@@ -158,21 +158,5 @@ func deleteTagOnCleanup(t *testing.T, c client.Client, name string) {
 	})
 }
 
-// eventually polls cond every 100ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		done, msg := cond()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // waitTimeout bounds what the tests wait for beyond the plugin's own waits.
 const waitTimeout = 30 * time.Second

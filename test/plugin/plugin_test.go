@@ -12,6 +12,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/tagcli"
 )
 
@@ -48,7 +49,7 @@ func TestGenerationStory(t *testing.T) {
 	})
 
 	step("generation 1 via list -o json", func(t *testing.T) {
-		eventually(t, waitTimeout, "list -o json to show generation 1 served", func() (bool, string) {
+		waitfor.Cond(t, waitTimeout, "list -o json to show generation 1 served", func() (bool, string) {
 			var list v1alpha1.TagList
 			out := ok(t, "list -o json "+kc)
 			if err := json.Unmarshal([]byte(out), &list); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 )
 
 func repoRoot() string { return kubetest.RepoRoot() }
@@ -115,12 +116,12 @@ func TestControllerProcess(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, "/healthz and /readyz 200", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "/healthz and /readyz 200", func() (bool, string) {
 		h, hb := get("http://" + healthAddr + "/healthz")
 		r, rb := get("http://" + healthAddr + "/readyz")
 		return h == 200 && r == 200, fmt.Sprintf("healthz %d %s readyz %d %s", h, hb, r, rb)
 	})
-	waitFor(t, "leader Lease", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "leader Lease", func() (bool, string) {
 		var l coordinationv1.Lease
 		err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "tagger-controller.tagger.dev"}, &l)
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", fmt.Sprint(err)
@@ -137,14 +138,14 @@ func TestControllerProcess(t *testing.T) {
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "generation 1 served", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 served", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "proc"}, &got); err != nil {
 			return false, err.Error()
 		}
 		return got.Status.ServedDigest == img.Digest.String(), fmt.Sprintf("%+v", got.Status)
 	})
-	waitFor(t, "tagger metrics", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "tagger metrics", func() (bool, string) {
 		code, body := get("http://" + metricsAddr + "/metrics")
 		ok := code == 200 && strings.Contains(body, `tagger_checks_total{result="NewGeneration"} 1`) &&
 			strings.Contains(body, "tagger_generations_total 1") && strings.Contains(body, "tagger_check_duration_seconds_count 1")
@@ -188,18 +189,4 @@ func TestControllerProcess(t *testing.T) {
 	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
 		t.Fatalf("lease still held by %q after shutdown", *l.Spec.HolderIdentity)
 	}
-}
-
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var msg string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, msg = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, msg)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -90,7 +91,7 @@ func TestKillMidCopy(t *testing.T) {
 	for _, d := range layerDigests(img) {
 		layers[d] = true
 	}
-	waitFor(t, "2 layers uploaded by the first controller", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "2 layers uploaded by the first controller", func() (bool, string) {
 		n := 0
 		for d := range proxy.Committed() {
 			if layers[d] {
@@ -103,7 +104,7 @@ func TestKillMidCopy(t *testing.T) {
 	killedAt := time.Now()
 	// The dead process's requests end (their bodies break off); only then
 	// is every request after mark the second process's.
-	waitFor(t, "the proxy to drain the killed controller's requests", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "the proxy to drain the killed controller's requests", func() (bool, string) {
 		return proxy.InFlight() == 0, fmt.Sprintf("%d in flight", proxy.InFlight())
 	})
 	proxy.Throttle(0)
@@ -153,7 +154,7 @@ func TestKillMidCopy(t *testing.T) {
 
 	// 2. A new process completes the copy.
 	startController(t, bin, args)
-	waitFor(t, "generation 1 cached by the second controller", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 cached by the second controller", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "big"}, &got); err != nil {
 			return false, err.Error()

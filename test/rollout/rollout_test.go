@@ -33,6 +33,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/rollout"
 )
 
@@ -259,22 +260,6 @@ func eventsFor(t *testing.T, ns, reason string) []eventsv1.Event {
 	return out
 }
 
-// eventually polls cond every 100ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // --- tests ---
 
 // TestRestart is a whole wave: only workloads in selected namespaces, with
@@ -368,7 +353,7 @@ func TestRestart(t *testing.T) {
 
 	// Events: one on the Tag (cluster-scoped, so in "default"), one on each
 	// restarted workload naming the Tag and generation, none elsewhere.
-	eventually(t, 15*time.Second, "Events", func() (bool, string) {
+	waitfor.Cond(t, 15*time.Second, "Events", func() (bool, string) {
 		var onTag []eventsv1.Event
 		for _, e := range eventsFor(t, "default", rollout.ReasonRolloutRestarted) {
 			if e.Regarding.Kind == "Tag" && e.Regarding.Name == "nginx" {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -38,27 +39,11 @@ func getTag(t *testing.T, c client.Client, name string) *v1alpha1.Tag {
 	return &tag
 }
 
-// eventually polls cond every 50ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitTag waits until cond holds for the Tag and returns it.
 func waitTag(t *testing.T, c client.Client, name, what string, cond func(*v1alpha1.Tag) (bool, string)) *v1alpha1.Tag {
 	t.Helper()
 	var last *v1alpha1.Tag
-	eventually(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
+	waitfor.Cond(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
 			return false, err.Error()
@@ -87,7 +72,7 @@ func waitIndexed(t *testing.T, name, image string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
+	waitfor.Cond(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
 		var list v1alpha1.TagList
 		if err := cluster.cached.List(context.Background(), &list, client.MatchingFields{hooks.ImageIndex: ref.String()}); err != nil {
 			return false, err.Error()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/procutil"
+	"github.com/tagger-project/tagger/internal/waitfor"
 )
 
 // TestSecretRotation: the controller re-reads its webhook Secret, so a
@@ -48,7 +49,7 @@ func TestSecretRotation(t *testing.T) {
 	}
 	inUse := func(what, token string) {
 		t.Helper()
-		eventually(t, 30*time.Second, what, func() (bool, string) {
+		waitfor.Cond(t, 30*time.Second, what, func() (bool, string) {
 			old, cur := status("old-token"), status("new-token")
 			want := map[string][2]int{"old-token": {404, 401}, "new-token": {401, 404}}[token]
 			return old == want[0] && cur == want[1], fmt.Sprintf("old token %d, new token %d", old, cur)

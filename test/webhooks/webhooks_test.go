@@ -9,6 +9,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -185,7 +186,7 @@ func TestForgedDigestPinsNothing(t *testing.T) {
 		t.Fatalf("%d %s", a.status, a.raw)
 	}
 	var value string
-	eventually(t, waitTimeout, "the webhook check", func() (bool, string) {
+	waitfor.Cond(t, waitTimeout, "the webhook check", func() (bool, string) {
 		cs := hs.checksFor("wh-forged")
 		if len(cs) == 1 {
 			value = cs[0].Value

@@ -28,6 +28,7 @@ import (
 	"github.com/tagger-project/tagger/internal/containerdtest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
@@ -90,7 +91,7 @@ func BenchmarkCRIPull(b *testing.B) {
 		b.Fatalf("create Tag: %v", err)
 	}
 	b.Cleanup(func() { _ = c.Delete(context.Background(), tag) })
-	eventually(b, "the Tag to serve the image", func() (bool, string) {
+	waitfor.Cond(b, time.Minute, "the Tag to serve the image", func() (bool, string) {
 		var t v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: tag.Name}, &t); err != nil {
 			return false, err.Error()
@@ -133,7 +134,7 @@ func BenchmarkCRIPull(b *testing.B) {
 	streamed.agent = startAgent(b, cfg, log, streamed.ctd, fullBundled.URL())
 
 	for _, pc := range []*pullCase{fallthru, streamed} {
-		eventually(b, pc.name+" agent to serve the pin and write hosts.toml", func() (bool, string) {
+		waitfor.Cond(b, time.Minute, pc.name+" agent to serve the pin and write hosts.toml", func() (bool, string) {
 			p, ok := pc.agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 			h, _ := os.ReadFile(filepath.Join(pc.ctd.HostsDir(), ref.Registry, "hosts.toml"))
 			return ok && p.Digest == img.Digest.String() && strings.HasPrefix(string(h), "# managed by tagger"),
@@ -242,7 +243,7 @@ func clearStore(b *testing.B, ctd *containerdtest.Containerd) {
 	if err := ctd.RemoveAllImages(ctx); err != nil {
 		b.Fatal(err)
 	}
-	eventually(b, "content and snapshots to be gone", func() (bool, string) {
+	waitfor.Cond(b, time.Minute, "content and snapshots to be gone", func() (bool, string) {
 		content, err := ctd.ContentDigests(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -287,7 +288,7 @@ func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *contain
 			b.Errorf("node agent: %v", err)
 		}
 	})
-	eventually(b, "node agent ready", func() (bool, string) {
+	waitfor.Cond(b, time.Minute, "node agent ready", func() (bool, string) {
 		p := a.NotReady()
 		return len(p) == 0, fmt.Sprint(p)
 	})
@@ -382,20 +383,6 @@ func startCluster(b *testing.B, dir string, log *logrus.Logger) (*rest.Config, c
 // benchmark's log.
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "cripull: "+format+"\n", args...)
-}
-
-func eventually(b *testing.B, what string, cond func() (bool, string)) {
-	b.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var msg string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, msg = cond(); ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	b.Fatalf("timed out waiting for %s: %s", what, msg)
 }
 
 func median(ds []time.Duration) time.Duration {
