@@ -20,6 +20,7 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/nodeagent"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -47,7 +48,7 @@ func TestCachedPulls(t *testing.T) {
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "generation 1 cached and served on the node", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 cached and served on the node", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &got); err != nil {
 			return false, err.Error()
@@ -85,7 +86,7 @@ func TestCachedPulls(t *testing.T) {
 	// A later reconcile (a check) uploads nothing again.
 	before := uploads.Count(http.MethodPut, registrytest.KindUpload)
 	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"again"}}}`, v1alpha1.CheckAnnotation))
-	poll(t, "check acted on", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "check acted on", func() (bool, string) {
 		var got v1alpha1.Tag
 		_ = c.Get(ctx, client.ObjectKey{Name: "app"}, &got)
 		return got.Status.CheckAnnotation == "again", got.Status.CheckAnnotation
@@ -163,7 +164,7 @@ func runAgent(t *testing.T, kc *kubetest.Cluster, ctd *containerdtest.Containerd
 
 // startCaching starts an apiserver, an upstream and a bundled registry, and
 // the controller caching into the bundled one.
-func startCaching(t *testing.T) (client.Client, *registrytest.Registry, *registrytest.Registry) {
+func startCaching(t *testing.T) (*kubetest.Cluster, *registrytest.Registry, *registrytest.Registry) {
 	t.Helper()
 	kc := kubetest.New(t)
 	up := registrytest.New(t, registrytest.Options{})
@@ -171,19 +172,5 @@ func startCaching(t *testing.T) (client.Client, *registrytest.Registry, *registr
 	o := kubetest.ControllerOptions()
 	o.RegistryURL = bundled.URL()
 	kc.RunController(o)
-	return kc.Client, up, bundled
-}
-
-func poll(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var msg string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, msg = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, msg)
+	return kc, up, bundled
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +19,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -61,7 +63,8 @@ func newFlipper(t *testing.T, target string) *flipper {
 // later clean upstream completes the copy.
 func TestCorruptUpstreamLayer(t *testing.T) {
 	ctx := context.Background()
-	c, up, bundled := startCaching(t)
+	kc, up, bundled := startCaching(t)
+	c := kc.Client
 
 	f := newFlipper(t, up.URL())
 	f.on.Store(true)
@@ -78,7 +81,7 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 		}
 		return &got
 	}
-	poll(t, "Cached=False CopyFailed with a digest mismatch", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "Cached=False CopyFailed with a digest mismatch", func() (bool, string) {
 		got := get()
 		cd := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
 		if cd == nil {
@@ -103,7 +106,7 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 
 	// The upstream serves clean bytes again: the retry completes.
 	f.on.Store(false)
-	poll(t, "cached after the upstream recovered", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "cached after the upstream recovered", func() (bool, string) {
 		got := get()
 		cd := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
 		return got.Status.CachedServed && cd != nil && cd.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", cd)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,6 +15,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -24,7 +26,8 @@ import (
 // finalizer; once the registry is back the cleanup completes.
 func TestDeletedTagCleansCache(t *testing.T) {
 	ctx := context.Background()
-	c, up, bundled := startCaching(t)
+	kc, up, bundled := startCaching(t)
+	c := kc.Client
 
 	// "del-a" follows del/app:v1 through two images; "del-b" pins
 	// del/app:v2, which names the same manifest as del-a's generation 1.
@@ -68,13 +71,13 @@ func TestDeletedTagCleansCache(t *testing.T) {
 	if err := c.Delete(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "del-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "del-a marked for deletion", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "del-a marked for deletion", func() (bool, string) {
 		var t2 v1alpha1.Tag
 		err := c.Get(ctx, client.ObjectKey{Name: "del-a"}, &t2)
 		return err == nil && t2.DeletionTimestamp != nil, fmt.Sprint(err)
 	})
 	// The failed cleanup is reported; the Tag and its finalizer stay.
-	poll(t, "a CachePruneFailed Event on del-a", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "a CachePruneFailed Event on del-a", func() (bool, string) {
 		var l eventsv1.EventList
 		if err := c.List(ctx, &l); err != nil {
 			return false, err.Error()
@@ -93,7 +96,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 	if err := bundled.Start(); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "del-a gone", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "del-a gone", func() (bool, string) {
 		err := c.Get(ctx, client.ObjectKey{Name: "del-a"}, &v1alpha1.Tag{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
@@ -110,7 +113,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 
 func waitCached(t *testing.T, c client.Client, name string, gen int64) {
 	t.Helper()
-	poll(t, fmt.Sprintf("%s generation %d cached", name, gen), func() (bool, string) {
+	waitfor.Cond(t, time.Minute, fmt.Sprintf("%s generation %d cached", name, gen), func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &got); err != nil {
 			return false, err.Error()

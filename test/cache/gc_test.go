@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -27,13 +28,8 @@ func TestRetentionGCThenPull(t *testing.T) {
 	testbin.RequireRoot(t)
 	testbin.Require(t, "registry", "containerd", "ctr", "containerd-shim-runc-v2")
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc, up, bundled := startCaching(t)
 	c := kc.Client
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	o := kubetest.ControllerOptions()
-	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
 	ctd := containerdtest.New(t, containerdtest.Options{})
 	agent := runAgent(t, kc, ctd, bundled.URL())
 
@@ -62,7 +58,7 @@ func TestRetentionGCThenPull(t *testing.T) {
 	manifest := func(img registrytest.Image) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
-	poll(t, "generation 1 pruned from the bundled registry", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
 		code := head(t, manifest(gens[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})
@@ -89,7 +85,7 @@ func TestRetentionGCThenPull(t *testing.T) {
 	if err := c.Patch(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "gc"}}, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"generation":2}}`))); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "generation 2 served on the node", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 2 served on the node", func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 		return ok && p.Digest == gens[1].Digest.String(), fmt.Sprintf("pin %+v (%v)", p, ok)
 	})

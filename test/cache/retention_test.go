@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -19,7 +21,8 @@ import (
 // garbage collection, proven in pkg/imagecopy); kept generations stay.
 func TestRetentionPrunesCache(t *testing.T) {
 	ctx := context.Background()
-	c, up, bundled := startCaching(t)
+	kc, up, bundled := startCaching(t)
+	c := kc.Client
 
 	image := up.Host() + "/ret/app:v1"
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "ret"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true, HistoryLimit: 2}}
@@ -37,7 +40,7 @@ func TestRetentionPrunesCache(t *testing.T) {
 			}
 		}
 		want := int64(i)
-		poll(t, fmt.Sprintf("generation %d cached", i), func() (bool, string) {
+		waitfor.Cond(t, time.Minute, fmt.Sprintf("generation %d cached", i), func() (bool, string) {
 			var got v1alpha1.Tag
 			if err := c.Get(ctx, client.ObjectKey{Name: "ret"}, &got); err != nil {
 				return false, err.Error()
@@ -49,7 +52,7 @@ func TestRetentionPrunesCache(t *testing.T) {
 	manifest := func(img registrytest.Image) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
-	poll(t, "generation 1 pruned from the bundled registry", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
 		code := head(t, manifest(imgs[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/s3test"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -54,7 +55,7 @@ func TestCachedPullsS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref, _ := pins.ParseReference(image)
-	poll(t, "generation 1 cached and served on both nodes", func() (bool, string) {
+	waitfor.Cond(t, time.Minute, "generation 1 cached and served on both nodes", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &got); err != nil {
 			return false, err.Error()
