@@ -519,17 +519,5 @@ func TestManifestCacheConcurrent(t *testing.T) {
 func TestManifestCacheMetricsRegistered(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	NewMetrics(reg)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, mf := range mfs {
-		names[mf.GetName()] = true
-	}
-	for _, n := range []string{"tagger_mirror_manifest_cache_hits_total", "tagger_mirror_manifest_cache_misses_total", "tagger_mirror_manifest_cache_bytes"} {
-		if !names[n] {
-			t.Errorf("%s not registered", n)
-		}
-	}
+	assertRegistered(t, reg, "tagger_mirror_manifest_cache_hits_total", "tagger_mirror_manifest_cache_misses_total", "tagger_mirror_manifest_cache_bytes")
 }

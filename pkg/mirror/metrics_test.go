@@ -74,6 +74,13 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("request series = %d, want every combination, %d", got, int(numKinds)*int(numResults))
 	}
 	// Registered, and valid for a pedantic registry.
+	assertRegistered(t, reg, "tagger_mirror_requests_total", "tagger_mirror_bytes_total", "tagger_mirror_request_duration_seconds")
+}
+
+// assertRegistered gathers reg (which fails on invalid metrics for a
+// pedantic registry) and checks every name is among the families.
+func assertRegistered(t *testing.T, reg prometheus.Gatherer, want ...string) {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +89,7 @@ func TestMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		names[mf.GetName()] = true
 	}
-	for _, n := range []string{"tagger_mirror_requests_total", "tagger_mirror_bytes_total", "tagger_mirror_request_duration_seconds"} {
+	for _, n := range want {
 		if !names[n] {
 			t.Errorf("%s not registered", n)
 		}
