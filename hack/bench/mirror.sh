@@ -90,7 +90,7 @@ build_wrk() {
   "${apt[@]}" update >"$work/log" 2>&1 || { cat "$work/log" >&2; return 1; }
   (cd "$work" && "${apt[@]}" source "wrk=$ver") >>"$work/log" 2>&1 || { cat "$work/log" >&2; return 1; }
   local src
-  src=$(find "$work" -maxdepth 1 -type d -name 'wrk-*' | head -1)
+  src=$(find "$work" -maxdepth 1 -type d -name 'wrk-*' -print -quit)
   wrk_patch | (cd "$src" && patch -p1) >>"$work/log" 2>&1 || { cat "$work/log" >&2; return 1; }
   # Debian's own flags (debian/rules: hardening=+all), so only the fix differs.
   (
