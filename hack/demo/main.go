@@ -1,7 +1,11 @@
 // Command demo runs tagger's main job locally on real components: a real
 // kube-apiserver and etcd (envtest), a real distribution registry playing the
-// upstream, and the controller in-process. It pins a tag, moves the tag
-// upstream twice, and rolls back, printing what `kubectl get tags` would show.
+// upstream, a second one as the bundled registry, and the controller
+// in-process. It pins a tag, moves the tag upstream twice, and rolls back,
+// printing what `kubectl get tags` would show. As root it then adds a node: a
+// real containerd whose hosts.toml the node agent writes, which pulls the
+// pinned (rolled-back) digest by the ordinary tag, and still pulls it from the
+// bundled registry once the upstream is stopped.
 //
 //	make demo   (builds the rig binaries first)
 package main
@@ -21,9 +25,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/containerdtest"
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 func main() {
@@ -58,10 +65,13 @@ func run(d *registrytest.Program) error {
 	up := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
 	img1 := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
 	fmt.Printf("  pushed %s/demo/app:v1 -> %s\n", up.Host(), img1.Digest)
+	bundled := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
+	fmt.Printf("  and another one as the bundled registry: %s\n", bundled.URL())
 
 	step("Starting the tagger controller")
 	o := kubetest.ControllerOptions()
 	o.PlainHTTPRegistries = []string{up.Host()}
+	o.RegistryURL = bundled.URL()
 	kc.RunController(o)
 
 	step("kubectl apply: Tag app -> " + up.Host() + "/demo/app:v1")
@@ -74,8 +84,10 @@ func run(d *registrytest.Program) error {
 	}
 	show(ctx, c)
 
+	latest := img1.Digest.String()
 	for i, v := range []string{"second", "third"} {
 		img := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
+		latest = img.Digest.String()
 		step(fmt.Sprintf("The upstream moves demo/app:v1 (%s push) -> %s; a check records generation %d", v, img.Digest, i+2))
 		if err := patch(ctx, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.CheckAnnotation, v)); err != nil {
 			return err
@@ -107,6 +119,11 @@ func run(d *registrytest.Program) error {
 	}
 	show(ctx, c)
 
+	nodeRan, err := node(ctx, d, kc, bundled, up, img1.Digest.String(), latest)
+	if err != nil {
+		return err
+	}
+
 	step("Events on the Tag")
 	var evs eventsv1.EventList
 	if err := c.List(ctx, &evs); err == nil {
@@ -116,7 +133,11 @@ func run(d *registrytest.Program) error {
 			}
 		}
 	}
-	fmt.Println("\ndemo complete: 3 generations recorded, rollback served generation 1.")
+	if nodeRan {
+		fmt.Println("\ndemo complete: 3 generations recorded, rollback served generation 1, and the node pulled it by tag, also with the upstream down.")
+	} else {
+		fmt.Println("\ndemo complete: 3 generations recorded, rollback served generation 1 (run as root for the node steps).")
+	}
 	return nil
 }
 
@@ -163,4 +184,132 @@ func show(ctx context.Context, c client.Client) {
 	if r := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady); r != nil {
 		fmt.Printf("  Ready=%s (%s): %s\n", r.Status, r.Reason, r.Message)
 	}
+}
+
+// node runs the node steps when it can (root and the containerd binaries):
+// a real containerd whose hosts.toml the node agent writes pulls the served
+// digest by tag, then, with spec.cache on, again with the upstream stopped.
+func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bundled, up *registrytest.Registry, served, upstream string) (bool, error) {
+	bin := testbin.Dir()
+	if os.Geteuid() != 0 {
+		step("Skipping the node steps: a real containerd needs root")
+		return false, nil
+	}
+	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return false, fmt.Errorf("rig binary %s missing in %s: run `make testbin`", b, bin)
+		}
+	}
+	image := up.Host() + "/demo/app:v1"
+
+	step("A node: a real containerd, and the tagger node agent writing its hosts.toml")
+	ctd := containerdtest.New(d, containerdtest.Options{})
+	ao := nodeagent.DefaultOptions()
+	ao.Listen = "127.0.0.1:0"
+	ao.MetricsAddr, ao.HealthAddr = "0", "0"
+	ao.HostsDir, ao.ContainerdConfig, ao.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
+	ao.RegistryURL = bundled.URL()
+	ao.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	agent, err := nodeagent.New(kc.Config, ao, kc.Log)
+	if err != nil {
+		return false, fmt.Errorf("node agent: %w", err)
+	}
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(actx) }()
+	d.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "node agent:", err)
+		}
+	})
+	ref, err := pins.ParseReference(image)
+	if err != nil {
+		return false, err
+	}
+	hostsToml := filepath.Join(ctd.HostsDir(), ref.Registry, "hosts.toml")
+	if err := until(ctx, "the node agent to pin "+image, func() bool {
+		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
+		b, _ := os.ReadFile(hostsToml)
+		return ok && p.Digest == served && len(agent.NotReady()) == 0 && strings.HasPrefix(string(b), "# managed by tagger")
+	}); err != nil {
+		return false, err
+	}
+	b, err := os.ReadFile(hostsToml)
+	if err != nil {
+		return false, err
+	}
+	fmt.Printf("  %s:\n", hostsToml)
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		fmt.Println("    " + l)
+	}
+
+	step("CRI pull of " + image + " (what the kubelet does): the upstream's v1 is " + short(upstream) + ", the node gets the served " + short(served))
+	if err := pull(ctx, ctd, image, served); err != nil {
+		return false, err
+	}
+
+	step("spec.cache: true (and back to spec.generation: 1): the controller copies the whole image into the bundled registry")
+	if err := patch(ctx, kc.Client, `{"spec":{"generation":1,"cache":true}}`); err != nil {
+		return false, err
+	}
+	if err := wait(ctx, kc.Client, func(t *v1alpha1.Tag) bool { return t.Status.CachedServed }); err != nil {
+		return false, err
+	}
+	show(ctx, kc.Client)
+	if err := until(ctx, "the node agent to see the served generation cached", func() bool {
+		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
+		return ok && p.Cached
+	}); err != nil {
+		return false, err
+	}
+
+	step("The upstream goes down (process stopped, port closed); a node with an empty content store still pulls " + short(served))
+	up.Stop()
+	if err := pull(ctx, ctd, image, served); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// pull pulls ref through containerd's CRI image service into an empty image
+// store and checks the digest it recorded.
+func pull(ctx context.Context, ctd *containerdtest.Containerd, ref, want string) error {
+	if err := ctd.RemoveAllImages(ctx); err != nil {
+		return fmt.Errorf("clear the node's images: %w", err)
+	}
+	start := time.Now()
+	if _, err := ctd.Pull(ctx, ref); err != nil {
+		return fmt.Errorf("CRI pull %s: %w", ref, err)
+	}
+	got, ok, err := ctd.ImageDigest(ctx, ref)
+	if err != nil || !ok {
+		return fmt.Errorf("containerd has no record of %s after the pull: %v", ref, err)
+	}
+	fmt.Printf("  pulled %s in %v: %s\n", ref, time.Since(start).Round(time.Millisecond), got)
+	if got != want {
+		return fmt.Errorf("the node pulled %s, want the served %s", got, want)
+	}
+	return nil
+}
+
+// until polls cond for up to 30 s.
+func until(ctx context.Context, what string, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func short(digest string) string {
+	if len(digest) > len("sha256:")+12 {
+		return digest[:len("sha256:")+12]
+	}
+	return digest
 }

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -75,6 +74,17 @@ type Options struct {
 	UseLocalImagePull bool
 }
 
+// T is what New needs of a test: testing.TB, or registrytest.Program
+// outside one (the demo).
+type T interface {
+	testbin.T
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
 const (
 	startTimeout = 30 * time.Second
 	stopTimeout  = 10 * time.Second
@@ -85,7 +95,7 @@ const (
 // Containerd is a containerd daemon started by New. Its root (content store,
 // image metadata, snapshots) survives Stop/Start.
 type Containerd struct {
-	t           testing.TB
+	t           T
 	bin, ctr    string
 	binDir      string
 	sockDir     string // short dir under /tmp: sockets and state
@@ -109,7 +119,7 @@ type Containerd struct {
 // answers; it is stopped, and everything it left is removed, when the test
 // ends. It needs root and the containerd, ctr and containerd-shim-runc-v2
 // binaries (testbin rules: skip locally, fail under CI=true).
-func New(t testing.TB, o Options) *Containerd {
+func New(t T, o Options) *Containerd {
 	t.Helper()
 	testbin.RequireRoot(t)
 	dir := testbin.Require(t, "containerd", "ctr", "containerd-shim-runc-v2")

@@ -39,6 +39,9 @@ func (p *Program) Fatalf(f string, a ...any) {
 	panic(fatal{fmt.Sprintf(f, a...)})
 }
 
+// Skipf implements testbin.T: a program cannot skip, so it stops like Fatalf.
+func (p *Program) Skipf(f string, a ...any) { p.Fatalf(f, a...) }
+
 // Failed implements T.
 func (p *Program) Failed() bool { return p.failed.Load() }
 

@@ -8,11 +8,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 )
 
 // EnvDir overrides the directory Dir returns.
 const EnvDir = "TAGGER_TESTBIN"
+
+// T is the part of testing.TB the checks use; registrytest.Program (the demo,
+// the benchmarks) implements it too.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
 
 // Dir is the directory holding the rig binaries: $TAGGER_TESTBIN when set,
 // else ${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin/bin, where
@@ -32,7 +39,7 @@ func Dir() string {
 // Require returns Dir when every named binary is an executable file there.
 // Otherwise it stops the test: t.Fatalf under CI (see InCI), so a broken rig
 // cannot let a suite pass green by skipping, and t.Skipf elsewhere.
-func Require(t testing.TB, names ...string) string {
+func Require(t T, names ...string) string {
 	t.Helper()
 	dir := Dir()
 	var missing []string
@@ -49,7 +56,7 @@ func Require(t testing.TB, names ...string) string {
 }
 
 // RequireRoot stops the test unless it runs as root, with Require's CI rule.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t T) {
 	t.Helper()
 	if euid := geteuid(); euid != 0 {
 		stop(t, "testbin: test needs root (euid is %d); run the rig tests as root", euid)
@@ -66,7 +73,7 @@ func InCI() bool {
 // geteuid is a variable so tests can exercise both sides of RequireRoot.
 var geteuid = os.Geteuid
 
-func stop(t testing.TB, format string, args ...any) {
+func stop(t T, format string, args ...any) {
 	t.Helper()
 	if InCI() {
 		t.Fatalf(format+" (CI=true: rig tests fail instead of skipping)", args...)

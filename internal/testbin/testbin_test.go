@@ -26,7 +26,7 @@ func (f *fakeTB) Skipf(format string, args ...any) {
 }
 
 // run calls fn with a fakeTB in its own goroutine, since Fatalf and Skipf end it.
-func run(t *testing.T, fn func(testing.TB)) *fakeTB {
+func run(t *testing.T, fn func(T)) *fakeTB {
 	f := &fakeTB{TB: t}
 	done := make(chan struct{})
 	go func() {
@@ -94,7 +94,7 @@ func TestRequire(t *testing.T) {
 			t.Setenv(EnvDir, dir)
 			t.Setenv("CI", tt.ci)
 			var got string
-			f := run(t, func(tb testing.TB) { got = Require(tb, tt.bins...) })
+			f := run(t, func(tb T) { got = Require(tb, tt.bins...) })
 			msg := f.fatal + f.skip
 			switch tt.want {
 			case "":
