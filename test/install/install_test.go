@@ -1,0 +1,407 @@
+// Package install installs the Helm chart with the real helm into a real
+// kube-apiserver, then runs the shipped controller and node-agent binaries
+// with the arguments the chart rendered into the cluster and the tokens of
+// the ServiceAccounts the chart created. It proves that what the chart grants
+// is enough for the whole job (resolve with a pull Secret, cache, webhook,
+// restart workloads, Events, leader election, the cleanup finalizer), with no
+// "forbidden" anywhere, and that `helm uninstall` removes the release.
+//
+// What a pod would supply differently is replaced, and only that: listen
+// addresses move to loopback ports, node paths to temp dirs, the in-cluster
+// API address to a kubeconfig carrying the ServiceAccount's own token, and
+// the bundled registry's Service URL to a local distribution registry (there
+// is no kube-proxy or cluster DNS here; the kubelet-level proof of the node
+// agent is test/cluster).
+package install
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/helmtool"
+	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/procutil"
+	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/rollout"
+)
+
+const (
+	release     = "tagger"
+	namespace   = "tagger-system"
+	webhookName = "tagger-webhooks"
+	waitTimeout = time.Minute
+)
+
+func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
+	testbin.Require(t, "kube-apiserver", "etcd", "registry")
+	ctx := context.Background()
+	kc := kubetest.New(t)
+	c := kc.Client
+	cs, err := kubernetes.NewForConfig(kc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	adminKubeconfig := filepath.Join(tmp, "admin.kubeconfig")
+	if err := os.WriteFile(adminKubeconfig, kc.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bins := buildBinaries(t, tmp)
+
+	// helm install, as an operator would, with webhooks on.
+	helm := helmtool.Runner{Dir: kubetest.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
+	if out, err := helm.Run(ctx, "install", release, "deploy/chart/tagger", "--namespace", namespace, "--create-namespace",
+		"--set", "webhooks.enabled=true", "--set", "webhooks.secretName="+webhookName); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	status, err := helm.Run(ctx, "status", release, "--namespace", namespace, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Info struct{ Status string } `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(status), &st); err != nil || st.Info.Status != "deployed" {
+		t.Fatalf("helm status: %q (%v)\n%s", st.Info.Status, err, status)
+	}
+
+	// The containers' arguments as the chart rendered them into the cluster.
+	var dep appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "tagger-controller"}, &dep); err != nil {
+		t.Fatalf("the chart's controller Deployment: %v", err)
+	}
+	var ds appsv1.DaemonSet
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "tagger-node-agent"}, &ds); err != nil {
+		t.Fatalf("the chart's node agent DaemonSet: %v", err)
+	}
+
+	// The upstream is private: only the pull Secret's credentials resolve it.
+	up := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthToken, Users: map[string]string{"robot": "s3cret"}})
+	bundled := registrytest.New(t, registrytest.Options{})
+	image := up.Host() + "/team/app:v1"
+	img1 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+
+	webhookToken := "generic-token-0123456789"
+	mustCreate(t, c,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: webhookName},
+			Data: map[string][]byte{"generic": []byte(webhookToken)}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
+		pullSecret("apps", "regcred", up.Host(), "robot", "s3cret"),
+	)
+	workloads := []client.Object{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "web"},
+			Spec: appsv1.DeploymentSpec{Selector: selector("web"), Template: podTemplate("web", image)}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "db"},
+			Spec: appsv1.StatefulSetSpec{Selector: selector("db"), Template: podTemplate("db", image)}},
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "agent"},
+			Spec: appsv1.DaemonSetSpec{Selector: selector("agent"), Template: podTemplate("agent", image)}},
+	}
+	other := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "other"},
+		Spec: appsv1.DeploymentSpec{Selector: selector("other"), Template: podTemplate("other", up.Host()+"/team/other:v1")}}
+	mustCreate(t, c, append(workloads, other)...)
+
+	// The controller, as the chart's ServiceAccount, with the chart's args.
+	webhookAddr := procutil.FreeAddr(t)
+	ctrl := start(t, "controller", bins, containerArgs(t, dep.Spec.Template.Spec, "controller"),
+		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, dep.Spec.Template.Spec.ServiceAccountName),
+		"--metrics-addr="+procutil.FreeAddr(t), "--health-addr="+procutil.FreeAddr(t), "--webhook-addr="+webhookAddr,
+		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
+
+	// The node agent, as its ServiceAccount, with the DaemonSet's args.
+	hostsDir := filepath.Join(tmp, "certs.d")
+	containerdConfig := filepath.Join(tmp, "config.toml")
+	if err := os.WriteFile(containerdConfig, fmt.Appendf(nil,
+		"version = 3\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", hostsDir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mirrorAddr := procutil.FreeAddr(t)
+	agent := start(t, "node-agent", bins, containerArgs(t, ds.Spec.Template.Spec, "node-agent"),
+		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, ds.Spec.Template.Spec.ServiceAccountName),
+		"--listen="+mirrorAddr, "--metrics-addr="+procutil.FreeAddr(t), "--health-addr="+procutil.FreeAddr(t),
+		"--hosts-dir="+hostsDir, "--containerd-config="+containerdConfig, "--cri-endpoint=",
+		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
+
+	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
+		Image: image, Cache: true,
+		PullSecretRef: &v1alpha1.SecretReference{Namespace: "apps", Name: "regcred"},
+		Rollout:       &v1alpha1.RolloutSpec{Restart: true},
+	}}
+	mustCreate(t, c, tag)
+	waitServed(t, c, 1, img1.Digest.String(), mirrorAddr, image)
+
+	// A push and its webhook: generation 2, cached, on the node, workloads restarted.
+	img2 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	body := fmt.Sprintf(`{"image":%q}`, image)
+	resp, err := http.Post("http://"+webhookAddr+"/hooks/generic/"+webhookToken, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST webhook: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("generic webhook: status %d", resp.StatusCode)
+	}
+	waitServed(t, c, 2, img2.Digest.String(), mirrorAddr, image)
+	for _, w := range workloads {
+		waitfor.Cond(t, waitTimeout, fmt.Sprintf("%T apps/%s restarted", w, w.GetName()), func() (bool, string) {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(w), w); err != nil {
+				return false, err.Error()
+			}
+			a := templateAnnotations(w)
+			return a[rollout.RestartedAtAnnotation] != "", fmt.Sprint(a)
+		})
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(other), other); err != nil {
+		t.Fatal(err)
+	}
+	if a := other.Spec.Template.Annotations; a[rollout.RestartedAtAnnotation] != "" {
+		t.Fatalf("a Deployment of another image was restarted: %v", a)
+	}
+
+	// Events written with the controller's own credentials, on the Tag and a workload.
+	waitfor.Cond(t, waitTimeout, "Events on the Tag and on apps/web", func() (bool, string) {
+		var evs eventsv1.EventList
+		if err := c.List(ctx, &evs); err != nil {
+			return false, err.Error()
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			seen[e.Regarding.Kind+"/"+e.Regarding.Name+" "+e.Reason] = true
+		}
+		return seen["Tag/app NewGeneration"] && seen["Tag/app Cached"] && seen["Tag/app "+rollout.ReasonRolloutRestarted] && seen["Deployment/web "+rollout.ReasonRestartedByTagger], fmt.Sprint(seen)
+	})
+	// Leader election in the release namespace (the chart enables it).
+	var leases coordinationv1.LeaseList
+	if err := c.List(ctx, &leases, client.InNamespace(namespace)); err != nil || len(leases.Items) == 0 {
+		t.Fatalf("no leader-election Lease in %s: %v", namespace, err)
+	}
+
+	// Deleting the Tag runs the cache-cleanup finalizer with the chart's RBAC.
+	if err := c.Delete(ctx, tag); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := pins.ParseReference(image)
+	waitfor.Cond(t, waitTimeout, "Tag deleted after its cache cleanup", func() (bool, string) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(tag), &v1alpha1.Tag{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	req, _ := http.NewRequest(http.MethodHead, bundled.URL()+"/v2/"+ref.CacheRepository()+"/manifests/"+img2.Digest.String(), nil)
+	req.Header.Set("Accept", img2.MediaType)
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != http.StatusNotFound {
+		t.Fatalf("cached manifest after the Tag's deletion: %v %v, want 404", r, err)
+	}
+
+	for _, p := range []*proc{ctrl, agent} {
+		if out := p.out.String(); strings.Contains(strings.ToLower(out), "forbidden") {
+			t.Fatalf("%s logged a forbidden request with the chart's RBAC:\n%s", p.name, out)
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("%s exited: %v\n%s", p.name, p.Err(), p.out)
+		default:
+		}
+	}
+	ctrl.stop(t)
+	agent.stop(t)
+
+	// No --wait: without kube-controller-manager the PVC keeps its
+	// pvc-protection finalizer; the workloads themselves go at once.
+	if out, err := helm.Run(ctx, "uninstall", release, "--namespace", namespace); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, o := range []client.Object{&dep, &ds} {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
+			t.Fatalf("%T %s after helm uninstall: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+// buildBinaries builds cmd/controller and cmd/node-agent into dir, with
+// the race detector like test/process (the packages are then shared with
+// the suite's own -race build).
+func buildBinaries(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "bin")
+	cmd := exec.Command("go", "build", "-race", "-o", out+"/", "./cmd/controller", "./cmd/node-agent")
+	cmd.Dir = kubetest.RepoRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the binaries: %v\n%s", err, b)
+	}
+	return out
+}
+
+// containerArgs is the single container's arguments; its command must be
+// the binary the Dockerfile installs as /usr/local/bin/<name>.
+func containerArgs(t *testing.T, spec corev1.PodSpec, name string) []string {
+	t.Helper()
+	if len(spec.Containers) != 1 {
+		t.Fatalf("want one container, the chart rendered %d", len(spec.Containers))
+	}
+	ctr := spec.Containers[0]
+	if want := []string{"/usr/local/bin/" + name}; !slices.Equal(ctr.Command, want) || len(ctr.Args) == 0 {
+		t.Fatalf("container %s: command %q args %q; want command %q with args", ctr.Name, ctr.Command, ctr.Args, want)
+	}
+	return ctr.Args
+}
+
+// saKubeconfig writes a kubeconfig carrying a token of the ServiceAccount
+// namespace/sa, what the pod's projected token would be.
+func saKubeconfig(t *testing.T, cs kubernetes.Interface, kc *kubetest.Cluster, dir, sa string) string {
+	t.Helper()
+	if sa == "" {
+		t.Fatal("the chart rendered no serviceAccountName")
+	}
+	expiry := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), sa,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for ServiceAccount %s/%s: %v", namespace, sa, err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: kc.Config.Host, CertificateAuthorityData: kc.Config.CAData}
+	cfg.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "sa"}
+	cfg.CurrentContext = "c"
+	p := filepath.Join(dir, sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type proc struct {
+	*procutil.Process
+	name string
+	out  *procutil.TailBuffer
+}
+
+// start runs bin/name with the chart's args followed by overrides (the
+// last occurrence of a flag wins); it is killed when the test ends.
+func start(t *testing.T, name, bin string, chartArgs []string, overrides ...string) *proc {
+	t.Helper()
+	out := procutil.NewTailBuffer(1 << 20)
+	cmd := exec.Command(filepath.Join(bin, name), append(append([]string{}, chartArgs...), overrides...)...)
+	cmd.Env = append(os.Environ(), "NODE_NAME=node-1")
+	p, err := procutil.Start(cmd, out)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		p.Kill(10 * time.Second)
+		if t.Failed() {
+			t.Logf("%s output (tail):\n%s", name, out)
+		}
+	})
+	return &proc{Process: p, name: name, out: out}
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if !p.Terminate(30 * time.Second) {
+		t.Fatalf("%s did not exit within 30s of SIGTERM", p.name)
+	}
+	if err := p.Err(); err != nil {
+		t.Fatalf("%s exited with %v after SIGTERM:\n%s", p.name, err, p.out)
+	}
+}
+
+// waitServed waits until the Tag serves generation gen at digest d, cached,
+// and the node agent's mirror answers the tag with d.
+func waitServed(t *testing.T, c client.Client, gen int64, d, mirrorAddr, image string) {
+	t.Helper()
+	ref, err := pins.ParseReference(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := fmt.Sprintf("http://%s/v2/%s/manifests/%s?ns=%s", mirrorAddr, ref.Repository, ref.Tag, ref.Registry)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	waitfor.Cond(t, waitTimeout, fmt.Sprintf("generation %d (%s) served, cached and answered by the node agent", gen, d), func() (bool, string) {
+		var tag v1alpha1.Tag
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
+			return false, err.Error()
+		}
+		req, _ := http.NewRequest(http.MethodHead, u, nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+		mirror := ""
+		if resp, err := hc.Do(req); err != nil {
+			mirror = err.Error()
+		} else {
+			resp.Body.Close()
+			mirror = fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+		}
+		st, _ := json.Marshal(tag.Status)
+		return tag.Status.ServedGeneration == gen && tag.Status.ServedDigest == d && tag.Status.CachedServed &&
+				mirror == "200 "+d,
+			fmt.Sprintf("mirror %q; status %s", mirror, st)
+	})
+}
+
+func mustCreate(t *testing.T, c client.Client, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := c.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func pullSecret(ns, name, host, user, pass string) *corev1.Secret {
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	var cfg bytes.Buffer
+	fmt.Fprintf(&cfg, `{"auths":{%q:{"auth":%q}}}`, host, auth)
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: cfg.Bytes()},
+	}
+}
+
+func selector(app string) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+}
+
+func podTemplate(app, image string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: image}}},
+	}
+}
+
+func templateAnnotations(o client.Object) map[string]string {
+	switch w := o.(type) {
+	case *appsv1.Deployment:
+		return w.Spec.Template.Annotations
+	case *appsv1.StatefulSet:
+		return w.Spec.Template.Annotations
+	case *appsv1.DaemonSet:
+		return w.Spec.Template.Annotations
+	}
+	return nil
+}
