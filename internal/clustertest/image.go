@@ -109,16 +109,50 @@ func buildImage(name string, args []string) (*ociImage, error) {
 	if err != nil {
 		return nil, err
 	}
+	return buildFilesImage([]File{{Path: name, Mode: 0o755, Data: bin}}, ocispec.ImageConfig{
+		Entrypoint: []string{"/" + name},
+		Cmd:        args,
+		Env:        []string{"PATH=/"},
+		StopSignal: "SIGTERM",
+	})
+}
+
+// File is a regular file in an image's one layer.
+type File struct {
+	// Path is the file's path in the image, without the leading slash
+	// ("usr/local/bin/node-agent"); missing parent directories are added.
+	Path string
+	Mode int64
+	Data []byte
+}
+
+// buildFilesImage packs files into a one-layer linux OCI image for this
+// machine's architecture with the runtime config cfg.
+func buildFilesImage(files []File, cfg ocispec.ImageConfig) (*ociImage, error) {
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
-	if err := tw.WriteHeader(&tar.Header{
-		Name: name, Mode: 0o755, Size: int64(len(bin)), ModTime: time.Unix(0, 0),
-		Typeflag: tar.TypeReg, Format: tar.FormatPAX,
-	}); err != nil {
-		return nil, fmt.Errorf("write layer: %w", err)
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, fmt.Errorf("write layer: %w", err)
+	dirs := map[string]bool{}
+	for _, f := range files {
+		var parents []string
+		for d := filepath.Dir(f.Path); d != "." && d != "/" && !dirs[d]; d = filepath.Dir(d) {
+			parents = append([]string{d}, parents...)
+			dirs[d] = true
+		}
+		for _, d := range parents {
+			if err := tw.WriteHeader(&tar.Header{Name: d + "/", Mode: 0o755, ModTime: time.Unix(0, 0),
+				Typeflag: tar.TypeDir, Format: tar.FormatPAX}); err != nil {
+				return nil, fmt.Errorf("write layer: %w", err)
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{
+			Name: f.Path, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: time.Unix(0, 0),
+			Typeflag: tar.TypeReg, Format: tar.FormatPAX,
+		}); err != nil {
+			return nil, fmt.Errorf("write layer: %w", err)
+		}
+		if _, err := tw.Write(f.Data); err != nil {
+			return nil, fmt.Errorf("write layer: %w", err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("write layer: %w", err)
@@ -135,16 +169,12 @@ func buildImage(name string, args []string) (*ociImage, error) {
 	img := &ociImage{layer: gb.Bytes()}
 	img.layerDesc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(img.layer), Size: int64(len(img.layer))}
 	created := time.Unix(0, 0).UTC()
+	var err error
 	img.config, err = json.Marshal(ocispec.Image{
 		Created:  &created,
 		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		Config: ocispec.ImageConfig{
-			Entrypoint: []string{"/" + name},
-			Cmd:        args,
-			Env:        []string{"PATH=/"},
-			StopSignal: "SIGTERM",
-		},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(tb.Bytes())}},
+		Config:   cfg,
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(tb.Bytes())}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode image config: %w", err)
@@ -163,6 +193,26 @@ func buildImage(name string, args []string) (*ociImage, error) {
 	return img, nil
 }
 
+// PushImage builds a one-layer linux image for this machine's architecture
+// from files with the runtime config cfg, pushes it to reg as repo:tag, and
+// returns the manifest digest. It is how tests build tagger's own image
+// without a Docker engine.
+func PushImage(t testing.TB, reg *registrytest.Registry, repo, tag string, files []File, cfg ocispec.ImageConfig) string {
+	t.Helper()
+	img, err := buildFilesImage(files, cfg)
+	if err != nil {
+		t.Fatalf("clustertest: PushImage %s:%s: %v", repo, tag, err)
+	}
+	return push(t, reg, repo, tag, img)
+}
+
+func push(t testing.TB, reg *registrytest.Registry, repo, tag string, img *ociImage) string {
+	t.Helper()
+	reg.PushBlob(t, repo, img.layerDesc.MediaType, img.layer)
+	reg.PushBlob(t, repo, img.configDesc.MediaType, img.config)
+	return reg.PushManifest(t, repo, tag, img.manifestDesc.MediaType, img.manifest).String()
+}
+
 // PushRunnableImage builds a one-layer linux image for this machine's
 // architecture whose entrypoint is a static Go program that prints marker as
 // one line to stdout and then waits for SIGTERM, pushes it to reg as
@@ -178,9 +228,7 @@ func PushRunnableImage(t testing.TB, reg *registrytest.Registry, repo, tag, mark
 	if err != nil {
 		t.Fatalf("clustertest: PushRunnableImage %s:%s: %v", repo, tag, err)
 	}
-	reg.PushBlob(t, repo, img.layerDesc.MediaType, img.layer)
-	reg.PushBlob(t, repo, img.configDesc.MediaType, img.config)
-	return reg.PushManifest(t, repo, tag, img.manifestDesc.MediaType, img.manifest).String()
+	return push(t, reg, repo, tag, img)
 }
 
 // writeOCIArchive writes img as an OCI image layout tar, named ref, for

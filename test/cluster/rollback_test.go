@@ -1,9 +1,10 @@
 // Package cluster proves with a real kubelet what only a kubelet can show:
 // after a rollback, a pod with imagePullPolicy IfNotPresent on a node that
-// already has the tag runs the rolled-back digest. It runs a single-node
-// cluster from source (internal/clustertest), the controller and the node
-// agent in-process (the agent as a host process would run), and a real
-// distribution registry as the upstream.
+// already has the tag runs the rolled-back digest (the node agent in-process,
+// as a host process would run), and the chart's node agent DaemonSet runs as
+// a pod and serves pulls (chart_test.go). It runs a single-node cluster from
+// source (internal/clustertest), the controller in-process, and real
+// distribution registries as the upstream.
 package cluster
 
 import (
@@ -113,14 +114,14 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	waitServed(t, c, agent, image, gen2)
 
 	// A pod with IfNotPresent runs generation 2; the node now has app:v1 = gen2.
-	runPod(t, cl, "before-rollback", image, gen2, "this-is-generation-2")
+	runPod(t, cl, "before-rollback", image, corev1.PullIfNotPresent, gen2, "this-is-generation-2")
 
 	// Roll back. The upstream still says generation 2, the node still has it
 	// under app:v1, and kubelet will not pull an image it has (IfNotPresent):
 	// only the node agent's convergence can make the next pod run generation 1.
 	patch(t, c, `{"spec":{"generation":1}}`)
 	waitServed(t, c, agent, image, gen1)
-	runPod(t, cl, "after-rollback", image, gen1, "this-is-generation-1")
+	runPod(t, cl, "after-rollback", image, corev1.PullIfNotPresent, gen1, "this-is-generation-1")
 }
 
 func patch(t *testing.T, c client.Client, body string) {
@@ -154,9 +155,9 @@ func waitServed(t *testing.T, c client.Client, agent *nodeagent.Agent, image, d 
 	})
 }
 
-// runPod runs an IfNotPresent pod and checks the digest kubelet reports and
-// the marker the image prints, then deletes it.
-func runPod(t *testing.T, cl *clustertest.Cluster, name, image, wantDigest, marker string) {
+// runPod runs a pod with the given pull policy and checks the digest kubelet
+// reports and the marker the image prints, then deletes it.
+func runPod(t *testing.T, cl *clustertest.Cluster, name, image string, policy corev1.PullPolicy, wantDigest, marker string) {
 	t.Helper()
 	ctx := context.Background()
 	pods := cl.Client().CoreV1().Pods(metav1.NamespaceDefault)
@@ -164,7 +165,7 @@ func runPod(t *testing.T, cl *clustertest.Cluster, name, image, wantDigest, mark
 	_, err := pods.Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
-			Containers:                    []corev1.Container{{Name: "main", Image: image, ImagePullPolicy: corev1.PullIfNotPresent}},
+			Containers:                    []corev1.Container{{Name: "main", Image: image, ImagePullPolicy: policy}},
 			TerminationGracePeriodSeconds: &grace,
 		},
 	}, metav1.CreateOptions{})

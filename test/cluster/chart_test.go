@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/clustertest"
+	"github.com/tagger-project/tagger/internal/helmtool"
+	"github.com/tagger-project/tagger/internal/procutil"
+	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/pins"
+)
+
+// TestChartNodeAgentPod installs the chart with helm into a real single-node
+// cluster and lets the kubelet run its node agent DaemonSet pod from a tagger
+// image built the Dockerfile's way (a static binary at /usr/local/bin), with
+// the chart's hostNetwork, hostPath mounts, securityContext, probes and
+// ServiceAccount. A pod then pulls a pinned, cached tag through that agent
+// pod while the upstream is down, and `helm uninstall` runs the agent's
+// preStop cleanup, which restores the node's hosts.toml byte for byte.
+//
+// Replaced for this rig: the controller runs in-process (the rig has no
+// kube-proxy or cluster DNS, so its Deployment is scaled to 0 and
+// registry.enabled is off, a local distribution registry standing in), and
+// the agent reaches the apiserver through KUBERNETES_SERVICE_HOST/PORT set to
+// its loopback address (nodeAgent.extraEnv), as clusters without kube-proxy
+// configure host-network pods.
+func TestChartNodeAgentPod(t *testing.T) {
+	ctx := context.Background()
+	cl := clustertest.New(t, clustertest.Options{})
+	cfg := cl.Config()
+	scheme, err := controllerd.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := logging.New(os.Stderr, "text", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// tagger's image, without a Docker engine: the Dockerfile's binary path
+	// and user; the chart sets command and runAsUser.
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
+	images := registrytest.New(t, registrytest.Options{})
+	cl.UsePlainHTTP(images.Host())
+	clustertest.PushImage(t, images, "tagger", "test",
+		[]clustertest.File{{Path: "usr/local/bin/node-agent", Mode: 0o755, Data: staticBinary(t, "./cmd/node-agent")}},
+		ocispec.ImageConfig{User: "65532:65532", Entrypoint: []string{"/usr/local/bin/controller"}})
+
+	phase("tagger image pushed")
+	up := registrytest.New(t, registrytest.Options{})
+	cl.UsePlainHTTP(up.Host())
+	before, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := up.Host() + "/team/app:v1"
+	gen1 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-1")
+	bundled := registrytest.New(t, registrytest.Options{})
+
+	api, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, err := yaml.Marshal(map[string]any{
+		"image":      map[string]any{"repository": images.Host() + "/tagger", "tag": "test"},
+		"controller": map[string]any{"replicas": 0},
+		"registry":   map[string]any{"enabled": false},
+		"nodeAgent": map[string]any{
+			"listen":              procutil.FreeAddr(t),
+			"metricsAddr":         procutil.FreeAddr(t),
+			"healthAddr":          procutil.FreeAddr(t),
+			"hostsDir":            cl.HostsDir(),
+			"containerdConfig":    cl.ContainerdConfigPath(),
+			"containerdSocket":    cl.ContainerdSocket(),
+			"registryURL":         bundled.URL(),
+			"plainHTTPRegistries": []string{"127.0.0.1:*"},
+			"logFormat":           "text",
+			"extraEnv": []map[string]string{
+				{"name": "KUBERNETES_SERVICE_HOST", "value": api.Hostname()},
+				{"name": "KUBERNETES_SERVICE_PORT", "value": api.Port()},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(valuesFile, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	helm := helmtool.Runner{Dir: repoRoot(), Home: t.TempDir(), Kubeconfig: cl.KubeconfigPath()}
+	if out, err := helm.Run(ctx, "install", "tagger", "deploy/chart/tagger", "--namespace", "tagger-system",
+		"--create-namespace", "--values", valuesFile); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	phase("helm install done")
+	uninstalled := false
+	t.Cleanup(func() {
+		if !uninstalled {
+			_, _ = helm.Run(context.Background(), "uninstall", "tagger", "--namespace", "tagger-system", "--wait", "--timeout", "1m")
+		}
+	})
+
+	ds := cl.Client().AppsV1().DaemonSets("tagger-system")
+	waitfor.Cond(t, 2*time.Minute, "the chart's node agent pod Ready under the kubelet", func() (bool, string) {
+		d, err := ds.Get(ctx, "tagger-node-agent", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pods, err := cl.Client().CoreV1().Pods("tagger-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=node-agent"})
+		state := fmt.Sprintf("desired %d ready %d", d.Status.DesiredNumberScheduled, d.Status.NumberReady)
+		if err == nil {
+			for i := range pods.Items {
+				state += "; pod " + describe(&pods.Items[i])
+			}
+		}
+		return d.Status.DesiredNumberScheduled == 1 && d.Status.NumberReady == 1, state
+	})
+
+	phase("node agent pod Ready")
+	// The controller, in-process: the CRD came with the chart.
+	co := controllerd.DefaultOptions()
+	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
+	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	co.RegistryURL = bundled.URL()
+	cctx, ccancel := context.WithCancel(ctx)
+	cdone := make(chan error, 1)
+	go func() { cdone <- controllerd.Run(cctx, cfg, co, log) }()
+	t.Cleanup(func() {
+		ccancel()
+		if err := <-cdone; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
+
+	// Pin generation 1 of two, cached; then the upstream goes away.
+	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true}}
+	if err := c.Create(ctx, tag); err != nil {
+		t.Fatal(err)
+	}
+	waitTag(t, c, gen1)
+	gen2 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-2")
+	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
+	waitTag(t, c, gen2)
+	patch(t, c, `{"spec":{"generation":1}}`)
+	waitTag(t, c, gen1)
+	ref, _ := pins.ParseReference(image)
+	waitfor.Cond(t, time.Minute, "the agent pod wrote hosts.toml for "+ref.Registry, func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(cl.HostsDir(), ref.Registry, "hosts.toml"))
+		return err == nil && string(b) != string(before), string(b)
+	})
+	phase("generation 1 pinned and cached, hosts.toml written")
+	up.Stop()
+	runPod(t, cl, "through-chart-agent", image, corev1.PullAlways, gen1, "chart-generation-1")
+
+	phase("pod ran generation 1 through the agent pod")
+	// Uninstall: the agent's preStop puts the node's file back.
+	if out, err := helm.Run(ctx, "uninstall", "tagger", "--namespace", "tagger-system", "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	uninstalled = true
+	phase("helm uninstall done")
+	// helm deletes the DaemonSet at once; its pod (and the preStop cleanup)
+	// goes after, through the garbage collector and the kubelet.
+	waitfor.Cond(t, 2*time.Minute, "node agent DaemonSet and pod gone", func() (bool, string) {
+		_, err := ds.Get(ctx, "tagger-node-agent", metav1.GetOptions{})
+		pods, perr := cl.Client().CoreV1().Pods("tagger-system").List(ctx, metav1.ListOptions{})
+		if perr != nil {
+			return false, perr.Error()
+		}
+		return apierrors.IsNotFound(err) && len(pods.Items) == 0, fmt.Sprintf("DaemonSet: %v, pods left: %d", err, len(pods.Items))
+	})
+	phase("node agent pod gone")
+	after, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
+	if err != nil || string(after) != string(before) {
+		t.Fatalf("hosts.toml after helm uninstall (%v):\n%s\nwant the original:\n%s", err, after, before)
+	}
+}
+
+// staticBinary builds pkg the way the Dockerfile does (CGO_ENABLED=0,
+// -trimpath, stripped) and returns it.
+func staticBinary(t *testing.T, pkg string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitTag waits until the Tag serves d (and is cached: the Tag has cache on).
+func waitTag(t *testing.T, c client.Client, d string) {
+	t.Helper()
+	waitfor.Cond(t, time.Minute, "Tag app serves "+d+", cached", func() (bool, string) {
+		var tag v1alpha1.Tag
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
+			return false, err.Error()
+		}
+		return tag.Status.ServedDigest == d && tag.Status.CachedServed,
+			fmt.Sprintf("serves %s, cached %v", tag.Status.ServedDigest, tag.Status.CachedServed)
+	})
+}
