@@ -24,8 +24,6 @@ import (
 	"github.com/tagger-project/tagger/internal/procutil"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/controllerd"
-	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -47,18 +45,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	ctx := context.Background()
 	cl := clustertest.New(t, clustertest.Options{})
 	cfg := cl.Config()
-	scheme, err := controllerd.Scheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := logging.New(os.Stderr, "text", "warn")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, log := clients(t, cfg)
 
 	// tagger's image, without a Docker engine: the Dockerfile's binary path
 	// and user; the chart sets command and runAsUser.
@@ -143,19 +130,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 
 	phase("node agent pod Ready")
 	// The controller, in-process: the CRD came with the chart.
-	co := controllerd.DefaultOptions()
-	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
-	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	co.RegistryURL = bundled.URL()
-	cctx, ccancel := context.WithCancel(ctx)
-	cdone := make(chan error, 1)
-	go func() { cdone <- controllerd.Run(cctx, cfg, co, log) }()
-	t.Cleanup(func() {
-		ccancel()
-		if err := <-cdone; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
+	runController(t, cfg, log, bundled.URL())
 
 	// Pin generation 1 of two, cached; then the upstream goes away.
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true}}

@@ -20,9 +20,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/sirupsen/logrus"
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/clustertest"
 	"github.com/tagger-project/tagger/internal/registrytest"
@@ -48,35 +50,13 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("install CRDs: %v", err)
 	}
-	scheme, err := controllerd.Scheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := logging.New(os.Stderr, "text", "warn")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, log := clients(t, cfg)
 
 	up := registrytest.New(t, registrytest.Options{})
 	image := up.Host() + "/team/app:v1"
 	gen1 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-1")
 
-	co := controllerd.DefaultOptions()
-	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
-	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	cctx, ccancel := context.WithCancel(ctx)
-	cdone := make(chan error, 1)
-	go func() { cdone <- controllerd.Run(cctx, cfg, co, log) }()
-	t.Cleanup(func() {
-		ccancel()
-		if err := <-cdone; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
+	runController(t, cfg, log, "")
 
 	ao := nodeagent.DefaultOptions()
 	ao.Listen = "127.0.0.1:0"
@@ -122,6 +102,44 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	patch(t, c, `{"spec":{"generation":1}}`)
 	waitServed(t, c, agent, image, gen1)
 	runPod(t, cl, "after-rollback", image, corev1.PullIfNotPresent, gen1, "this-is-generation-1")
+}
+
+// clients is a client with tagger's types for cfg and the warn-level logger
+// the in-process components use.
+func clients(t *testing.T, cfg *rest.Config) (client.Client, *logrus.Logger) {
+	t.Helper()
+	scheme, err := controllerd.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := logging.New(os.Stderr, "text", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, log
+}
+
+// runController runs the controller in-process until the test ends, caching
+// into registryURL when it is set.
+func runController(t *testing.T, cfg *rest.Config, log *logrus.Logger, registryURL string) {
+	t.Helper()
+	co := controllerd.DefaultOptions()
+	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
+	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	co.RegistryURL = registryURL
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- controllerd.Run(ctx, cfg, co, log) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
 }
 
 func patch(t *testing.T, c client.Client, body string) {
