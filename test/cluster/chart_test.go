@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -72,12 +73,13 @@ func TestChartNodeAgentPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mirror := procutil.FreeAddr(t)
 	values, err := yaml.Marshal(map[string]any{
 		"image":      map[string]any{"repository": images.Host() + "/tagger", "tag": "test"},
 		"controller": map[string]any{"replicas": 0},
 		"registry":   map[string]any{"enabled": false},
 		"nodeAgent": map[string]any{
-			"listen":              procutil.FreeAddr(t),
+			"listen":              mirror,
 			"metricsAddr":         procutil.FreeAddr(t),
 			"healthAddr":          procutil.FreeAddr(t),
 			"hostsDir":            cl.HostsDir(),
@@ -148,8 +150,22 @@ func TestChartNodeAgentPod(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(cl.HostsDir(), ref.Registry, "hosts.toml"))
 		return err == nil && string(b) != string(before), string(b)
 	})
-	phase("generation 1 pinned and cached, hosts.toml written")
+	// With the upstream gone, the agent pod answers the tag with generation
+	// 1's manifest from the bundled registry once its watch has the pin.
 	up.Stop()
+	u := fmt.Sprintf("http://%s/v2/%s/manifests/%s?ns=%s", mirror, ref.Repository, ref.Tag, ref.Registry)
+	waitfor.Cond(t, time.Minute, "the agent pod serves generation 1 from the bundled registry", func() (bool, string) {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("Docker-Content-Digest")
+		return resp.StatusCode == http.StatusOK && got == gen1, fmt.Sprintf("%d %s", resp.StatusCode, got)
+	})
+	phase("generation 1 pinned, cached and served by the agent pod")
 	runPod(t, cl, "through-chart-agent", image, corev1.PullAlways, gen1, "chart-generation-1")
 
 	phase("pod ran generation 1 through the agent pod")
