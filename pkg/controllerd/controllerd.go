@@ -181,6 +181,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	r := &tagcontroller.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
+		TagLister:    mgr.GetAPIReader(),
 		Resolver:     resolver,
 		Recorder:     recorder,
 		// Workload informers start on the first restart wave, not before.

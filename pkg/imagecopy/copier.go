@@ -64,8 +64,9 @@ type Copier struct {
 	// Log receives per-copy and per-blob logs; default: discarded.
 	Log logrus.FieldLogger
 
-	mu   sync.Mutex
-	seen map[digest.Digest][]string // blob -> cache repositories known to hold it
+	mu    sync.Mutex
+	seen  map[digest.Digest][]string // blob -> cache repositories known to hold it
+	locks repoLocks
 }
 
 // Progress reports a copy: the blobs and bytes of the generation's tree,
@@ -97,7 +98,9 @@ type Progress struct {
 func (c *Copier) Copy(ctx context.Context, src pins.Reference, root digest.Digest, creds upstream.Credentials, tag string) (Progress, error) {
 	start := time.Now()
 	log := c.logger().WithFields(logrus.Fields{"image": src.Name(), "digest": root.String(), "repository": src.CacheRepository()})
-	p, err := c.copy(ctx, log, src, root, creds, tag)
+	var p Progress
+	var err error
+	c.locks.shared(src.CacheRepository(), func() { p, err = c.copy(ctx, log, src, root, creds, tag) })
 	elapsed := time.Since(start)
 	c.Metrics.copied(elapsed, err)
 	log = log.WithFields(logrus.Fields{

@@ -34,8 +34,8 @@ var errManifestUnknown = errors.New("manifest unknown")
 // Prune deletes from the bundled registry's repository cacheRepo the
 // manifests of the generations it no longer keeps: every manifest reachable
 // from a drop root (an index or a manifest) and from no keep root. keep
-// must list every root still kept in cacheRepo, by any Tag; a root in both
-// lists is kept.
+// must return every root still kept in cacheRepo, by any Tag; a root in
+// both is kept.
 //
 // The trees are read from the bundled registry itself, each manifest
 // verified against its digest. Nothing is deleted unless every keep tree
@@ -50,13 +50,27 @@ var errManifestUnknown = errors.New("manifest unknown")
 //
 // Blobs are left to the registry's garbage collector (`registry
 // garbage-collect`), which removes the blobs no remaining manifest
-// references. Do not Prune a repository while a Copy into it runs, unless
-// the copied root is in keep: the copy may rely on a child manifest it
-// found present.
-func (c *Copier) Prune(ctx context.Context, cacheRepo string, drop, keep []digest.Digest) (PruneResult, error) {
+// references.
+//
+// keep is called for the keep roots once no Copy into cacheRepo runs, and
+// Copies into cacheRepo wait until the Prune is done: a root a copy has
+// just pushed is in the keep list as long as keep reads it from where the
+// copier's user records a generation before copying it. An error from keep
+// aborts the Prune before anything is deleted.
+func (c *Copier) Prune(ctx context.Context, cacheRepo string, drop []digest.Digest, keep KeepFunc) (PruneResult, error) {
 	start := time.Now()
-	log := c.logger().WithFields(logrus.Fields{"repository": cacheRepo, "drop": len(drop), "keep": len(keep)})
-	res, err := c.prune(ctx, log, cacheRepo, drop, keep)
+	log := c.logger().WithFields(logrus.Fields{"repository": cacheRepo, "drop": len(drop)})
+	var res PruneResult
+	var err error
+	c.locks.exclusive(cacheRepo, func() {
+		var roots []digest.Digest
+		if roots, err = keep(ctx); err != nil {
+			err = fmt.Errorf("list the roots to keep: %w", err)
+			return
+		}
+		log = log.WithField("keep", len(roots))
+		res, err = c.prune(ctx, log, cacheRepo, drop, roots)
+	})
 	log = log.WithFields(logrus.Fields{"deleted": len(res.Deleted), "kept": res.Kept, "duration": time.Since(start).String()})
 	if err != nil {
 		log.WithError(err).Warn("prune of bundled registry failed")
@@ -64,6 +78,15 @@ func (c *Copier) Prune(ctx context.Context, cacheRepo string, drop, keep []diges
 	}
 	log.Info("pruned bundled registry")
 	return res, nil
+}
+
+// KeepFunc returns the roots a Prune must keep in its cache repository:
+// every generation still kept there, by any Tag.
+type KeepFunc func(ctx context.Context) ([]digest.Digest, error)
+
+// Keep is a KeepFunc of a fixed list.
+func Keep(roots ...digest.Digest) KeepFunc {
+	return func(context.Context) ([]digest.Digest, error) { return roots, nil }
 }
 
 func (c *Copier) prune(ctx context.Context, log logrus.FieldLogger, repo string, drop, keep []digest.Digest) (PruneResult, error) {

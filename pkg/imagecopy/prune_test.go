@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -11,13 +13,17 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/upstream"
 )
 
@@ -152,7 +158,7 @@ func TestPruneGenerationsSharingLayers(t *testing.T) {
 		}
 	}
 
-	res, err := c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, []digest.Digest{gen2.Digest, gen3.Digest, gen5})
+	res, err := c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, Keep(gen2.Digest, gen3.Digest, gen5))
 	if err != nil {
 		t.Fatalf("Prune: %v", err)
 	}
@@ -170,7 +176,7 @@ func TestPruneGenerationsSharingLayers(t *testing.T) {
 	assertPresent(t, bundled, repo, "blobs", digest.FromBytes(B))
 
 	// A second run finds nothing left to do.
-	res, err = c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, []digest.Digest{gen2.Digest, gen3.Digest, gen5})
+	res, err = c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, Keep(gen2.Digest, gen3.Digest, gen5))
 	if err != nil || len(res.Deleted) != 0 || res.Kept != 5 {
 		t.Fatalf("second Prune = %+v, %v; want nothing deleted", res, err)
 	}
@@ -198,7 +204,7 @@ func TestPruneGenerationsSharingLayers(t *testing.T) {
 
 	// Pruning after GC is still a no-op, and a copy of the kept roots
 	// finds everything present.
-	if res, err := c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, []digest.Digest{gen2.Digest, gen3.Digest, gen5}); err != nil || len(res.Deleted) != 0 {
+	if res, err := c.Prune(ctx, repo, []digest.Digest{gen1.Digest, gen4}, Keep(gen2.Digest, gen3.Digest, gen5)); err != nil || len(res.Deleted) != 0 {
 		t.Fatalf("Prune after GC = %+v, %v; want nothing deleted", res, err)
 	}
 	p, err := c.Copy(ctx, src, gen5, upstream.Credentials{}, "tagger.app.g5")
@@ -227,7 +233,7 @@ func TestPruneKeepsWhatIsKept(t *testing.T) {
 	}
 	unknown := digest.FromString("never pushed")
 
-	res, err := c.Prune(ctx, repo, []digest.Digest{img.Digest, idx, unknown}, []digest.Digest{idx})
+	res, err := c.Prune(ctx, repo, []digest.Digest{img.Digest, idx, unknown}, Keep(idx))
 	if err != nil {
 		t.Fatalf("Prune: %v", err)
 	}
@@ -239,7 +245,7 @@ func TestPruneKeepsWhatIsKept(t *testing.T) {
 
 	// A kept root the repository does not have protects nothing but does
 	// not stop the prune.
-	res, err = c.Prune(ctx, repo, []digest.Digest{idx}, []digest.Digest{unknown})
+	res, err = c.Prune(ctx, repo, []digest.Digest{idx}, Keep(unknown))
 	if err != nil || !slices.Equal(res.Deleted, []digest.Digest{img.Digest, idx}) || res.Kept != 0 {
 		t.Fatalf("Prune = %+v, %v; want %s and %s deleted", res, err, img.Digest, idx)
 	}
@@ -277,7 +283,7 @@ func TestPruneAbortsWhenAKeptTreeIsUnreadable(t *testing.T) {
 	t.Cleanup(srv.Close)
 	failing := &Copier{Upstream: r.client, Registry: srv.URL}
 
-	res, err := failing.Prune(ctx, repo, []digest.Digest{old.Digest}, []digest.Digest{cur.Digest})
+	res, err := failing.Prune(ctx, repo, []digest.Digest{old.Digest}, Keep(cur.Digest))
 	if err == nil {
 		t.Fatalf("Prune = %+v, want an error", res)
 	}
@@ -292,7 +298,114 @@ func TestPruneAbortsWhenAKeptTreeIsUnreadable(t *testing.T) {
 	assertPresent(t, r.bundled, repo, "manifests", old.Digest, cur.Digest)
 
 	// Bad input is refused before any request.
-	if _, err := c.Prune(context.Background(), repo, []digest.Digest{"sha256:nope"}, nil); err == nil || !strings.Contains(err.Error(), "sha256:nope") {
+	if _, err := c.Prune(context.Background(), repo, []digest.Digest{"sha256:nope"}, Keep()); err == nil || !strings.Contains(err.Error(), "sha256:nope") {
 		t.Fatalf("Prune with an invalid digest: %v", err)
+	}
+}
+
+// gatedReader blocks its first Read until release is closed, after
+// signalling reached: an upstream blob that arrives only when the test says.
+type gatedReader struct {
+	rc       io.ReadCloser
+	reached  chan<- struct{}
+	release  <-chan struct{}
+	released bool
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	if !g.released {
+		g.reached <- struct{}{}
+		<-g.release
+		g.released = true
+	}
+	return g.rc.Read(p)
+}
+
+func (g *gatedReader) Close() error { return g.rc.Close() }
+
+// TestPruneWaitsForCopy: a Prune of a repository waits for a Copy into it
+// to finish and only then asks for its keep list, so a root the copy just
+// pushed (recorded before the copy began) is kept.
+func TestPruneWaitsForCopy(t *testing.T) {
+	r := newRig(t)
+	old, _ := pushManifest(t, r.up, "team/app", "old", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"old":true}`), [][]byte{randomBytes(1000)})
+	root, descs := pushManifest(t, r.up, "team/app", "v1", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`), [][]byte{randomBytes(1 << 20)})
+	layer := descs[1]
+
+	u, _ := url.Parse(r.up.URL())
+	reached, release := make(chan struct{}, 1), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseGate := func() { releaseOnce.Do(func() { close(release) }) }
+	srv := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.Request.Method == http.MethodGet && strings.HasSuffix(resp.Request.URL.Path, "/blobs/"+layer.Digest.String()) {
+				resp.Body = &gatedReader{rc: resp.Body, reached: reached, release: release}
+			}
+			return nil
+		},
+	})
+	t.Cleanup(srv.Close)
+	t.Cleanup(releaseGate) // runs before srv.Close: a failed test leaves no handler blocked
+	src := ref(strings.TrimPrefix(srv.URL, "http://"), "team/app")
+	repo := src.CacheRepository()
+	c := r.copier()
+	ctx := copyCtx(t)
+	if _, err := c.Copy(ctx, src, old, upstream.Credentials{}, "tagger-gen-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	copied := make(chan error, 1)
+	go func() {
+		_, err := c.Copy(ctx, src, root, upstream.Credentials{}, "tagger-gen-2")
+		copied <- err
+	}()
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the copy never fetched the gated layer")
+	}
+
+	var keepCalled atomic.Bool
+	var rootStatus atomic.Int32
+	pruned := make(chan error, 1)
+	go func() {
+		_, err := c.Prune(ctx, repo, []digest.Digest{old}, func(context.Context) ([]digest.Digest, error) {
+			keepCalled.Store(true)
+			req, _ := http.NewRequest(http.MethodHead, r.bundled.URL()+"/v2/"+repo+"/manifests/"+root.String(), nil)
+			req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return nil, err
+			}
+			resp.Body.Close()
+			rootStatus.Store(int32(resp.StatusCode))
+			return []digest.Digest{root}, nil
+		})
+		pruned <- err
+	}()
+	waitfor.Cond(t, time.Minute, "the prune waiting behind the copy", func() (bool, string) {
+		n := c.locks.holders(repo)
+		return n == 2, fmt.Sprintf("%d holders", n)
+	})
+	if keepCalled.Load() {
+		t.Fatal("the prune read its keep list while a copy into the repository ran")
+	}
+	releaseGate()
+	if err := <-copied; err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	if err := <-pruned; err != nil {
+		t.Fatalf("prune: %v", err)
+	}
+	if got := rootStatus.Load(); got != http.StatusOK {
+		t.Fatalf("the keep list was read when the copied manifest was at %d, want 200 (copy finished)", got)
+	}
+	assertContent(t, r.bundled, repo, "manifests", root)
+	if got := status(t, r.bundled.URL(), repo, "manifests", old.String()); got != http.StatusNotFound {
+		t.Fatalf("pruned manifest: HEAD %d, want 404", got)
+	}
+	if n := c.locks.holders(repo); n != 0 {
+		t.Fatalf("%d lock holders left for %s", n, repo)
 	}
 }

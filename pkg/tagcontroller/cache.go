@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/imagecopy"
@@ -159,6 +160,14 @@ func (r *Reconciler) setCachedGaugeLocked() {
 	cachedGenerations.Set(float64(total))
 }
 
+// tagLister lists Tags for a prune's keep list: uncached when it can.
+func (r *Reconciler) tagLister() client.Reader {
+	if r.TagLister != nil {
+		return r.TagLister
+	}
+	return r.Client
+}
+
 // pruneCache deletes from the bundled registry the manifests that only
 // pruned generations reach; a generation still kept by any Tag of the same
 // cache repository (for this Tag: kept) keeps its tree and the layers it
@@ -183,26 +192,33 @@ func (r *Reconciler) pruneCache(ctx context.Context, tag *v1alpha1.Tag, pruned, 
 	if len(drop) == 0 {
 		return nil
 	}
-	var all v1alpha1.TagList
-	if err := r.Client.List(ctx, &all); err != nil {
-		log.WithError(err).Warn("list Tags to prune the cache; orphans stay until a later prune")
-		return fmt.Errorf("list Tags to prune the cache of Tag %s: %w", tag.Name, err)
-	}
-	keep := map[string][]digest.Digest{}
-	for _, t := range all.Items {
-		gens := t.Status.Generations
-		if t.Name == tag.Name {
-			gens = kept // the kept history, not the cached object's
-		}
-		for _, g := range gens {
-			if ref, err := pins.ParseReference(g.Image); err == nil {
-				keep[ref.CacheRepository()] = append(keep[ref.CacheRepository()], digest.Digest(g.Digest))
+	// The keep list is read once the Copier holds the repository (no copy
+	// into it runs), and uncached: a generation is in its Tag's status
+	// before its copy starts, so a copy that just finished is in the list.
+	keep := func(repo string) imagecopy.KeepFunc {
+		return func(ctx context.Context) ([]digest.Digest, error) {
+			var all v1alpha1.TagList
+			if err := r.tagLister().List(ctx, &all); err != nil {
+				return nil, fmt.Errorf("list Tags: %w", err)
 			}
+			var roots []digest.Digest
+			for _, t := range all.Items {
+				gens := t.Status.Generations
+				if t.Name == tag.Name {
+					gens = kept // the kept history, not the stored object's
+				}
+				for _, g := range gens {
+					if ref, err := pins.ParseReference(g.Image); err == nil && ref.CacheRepository() == repo {
+						roots = append(roots, digest.Digest(g.Digest))
+					}
+				}
+			}
+			return roots, nil
 		}
 	}
 	var errs []error
 	for repo, roots := range drop {
-		res, err := r.Cacher.Prune(ctx, repo, roots, keep[repo])
+		res, err := r.Cacher.Prune(ctx, repo, roots, keep(repo))
 		if err != nil {
 			msg := fmt.Sprintf("prune of %s from the bundled registry failed: %v", repo, err)
 			r.event(tag, corev1.EventTypeWarning, "CachePruneFailed", "Prune", msg)

@@ -51,7 +51,7 @@ func (d *dyingCacher) Copy(ctx context.Context, _ pins.Reference, _ digest.Diges
 	return imagecopy.Progress{}, errors.New("killed")
 }
 
-func (d *dyingCacher) Prune(context.Context, string, []digest.Digest, []digest.Digest) (imagecopy.PruneResult, error) {
+func (d *dyingCacher) Prune(context.Context, string, []digest.Digest, imagecopy.KeepFunc) (imagecopy.PruneResult, error) {
 	return imagecopy.PruneResult{}, nil
 }
 

@@ -29,7 +29,7 @@ func (f *failingCacher) Copy(context.Context, pins.Reference, digest.Digest, ups
 	return imagecopy.Progress{}, errors.New("not used")
 }
 
-func (f *failingCacher) Prune(context.Context, string, []digest.Digest, []digest.Digest) (imagecopy.PruneResult, error) {
+func (f *failingCacher) Prune(context.Context, string, []digest.Digest, imagecopy.KeepFunc) (imagecopy.PruneResult, error) {
 	f.prunes++
 	return imagecopy.PruneResult{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
 }

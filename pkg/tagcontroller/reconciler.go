@@ -39,7 +39,7 @@ type Resolver interface {
 // Cacher copies a generation's whole tree into the bundled registry (pkg/imagecopy).
 type Cacher interface {
 	Copy(ctx context.Context, src pins.Reference, root digest.Digest, creds upstream.Credentials, tag string) (imagecopy.Progress, error)
-	Prune(ctx context.Context, cacheRepo string, drop, keep []digest.Digest) (imagecopy.PruneResult, error)
+	Prune(ctx context.Context, cacheRepo string, drop []digest.Digest, keep imagecopy.KeepFunc) (imagecopy.PruneResult, error)
 }
 
 // Restarter restarts the workloads using a Tag's image (pkg/rollout).
@@ -54,8 +54,11 @@ type Reconciler struct {
 	// SecretReader reads the one Secret a Tag names, uncached, so the
 	// controller never lists or watches Secrets.
 	SecretReader client.Reader
-	Resolver     Resolver
-	Recorder     events.EventRecorder
+	// TagLister lists Tags uncached for a cache prune's keep list (the
+	// manager's API reader); nil: Client.
+	TagLister client.Reader
+	Resolver  Resolver
+	Recorder  events.EventRecorder
 	// Cacher copies generations of Tags with spec.cache into the bundled
 	// registry; nil: caching is not configured (--registry-url).
 	Cacher Cacher
