@@ -29,7 +29,7 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/internal/waitfor"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -186,55 +186,32 @@ func show(ctx context.Context, c client.Client) {
 	}
 }
 
-// node runs the node steps when it can (root and the containerd binaries):
+// node runs the node steps as root (containerdtest.New stops the demo with
+// a `make testbin` hint when the containerd binaries are missing):
 // a real containerd whose hosts.toml the node agent writes pulls the served
 // digest by tag, then, with spec.cache on, again with the upstream stopped.
 func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bundled, up *registrytest.Registry, served, upstream string) (bool, error) {
-	bin := testbin.Dir()
 	if os.Geteuid() != 0 {
 		step("Skipping the node steps: a real containerd needs root")
 		return false, nil
-	}
-	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			return false, fmt.Errorf("rig binary %s missing in %s: run `make testbin`", b, bin)
-		}
 	}
 	image := up.Host() + "/demo/app:v1"
 
 	step("A node: a real containerd, and the tagger node agent writing its hosts.toml")
 	ctd := containerdtest.New(d, containerdtest.Options{})
-	ao := nodeagent.DefaultOptions()
-	ao.Listen = "127.0.0.1:0"
-	ao.MetricsAddr, ao.HealthAddr = "0", "0"
-	ao.HostsDir, ao.ContainerdConfig, ao.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
-	ao.RegistryURL = bundled.URL()
-	ao.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(kc.Config, ao, kc.Log)
-	if err != nil {
-		return false, fmt.Errorf("node agent: %w", err)
-	}
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- agent.Run(actx) }()
-	d.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			fmt.Fprintln(os.Stderr, "node agent:", err)
-		}
-	})
+	agent := kc.RunNodeAgent(d, ctd, bundled.URL())
 	ref, err := pins.ParseReference(image)
 	if err != nil {
 		return false, err
 	}
 	hostsToml := filepath.Join(ctd.HostsDir(), ref.Registry, "hosts.toml")
-	if err := until(ctx, "the node agent to pin "+image, func() bool {
+	waitfor.Cond(d, 30*time.Second, "the node agent to pin "+image, func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 		b, _ := os.ReadFile(hostsToml)
-		return ok && p.Digest == served && len(agent.NotReady()) == 0 && strings.HasPrefix(string(b), "# managed by tagger")
-	}); err != nil {
-		return false, err
-	}
+		written := strings.HasPrefix(string(b), "# managed by tagger")
+		return ok && p.Digest == served && len(agent.NotReady()) == 0 && written,
+			fmt.Sprintf("pin %+v, not ready %v, hosts.toml written %v", p, agent.NotReady(), written)
+	})
 	b, err := os.ReadFile(hostsToml)
 	if err != nil {
 		return false, err
@@ -257,12 +234,10 @@ func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bu
 		return false, err
 	}
 	show(ctx, kc.Client)
-	if err := until(ctx, "the node agent to see the served generation cached", func() bool {
+	waitfor.Cond(d, 30*time.Second, "the node agent to see the served generation cached", func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
-		return ok && p.Cached
-	}); err != nil {
-		return false, err
-	}
+		return ok && p.Cached, fmt.Sprintf("pin %+v", p)
+	})
 
 	step("The upstream goes down (process stopped, port closed); a node with an empty content store still pulls " + short(served))
 	up.Stop()
@@ -289,20 +264,6 @@ func pull(ctx context.Context, ctd *containerdtest.Containerd, ref, want string)
 	fmt.Printf("  pulled %s in %v: %s\n", ref, time.Since(start).Round(time.Millisecond), got)
 	if got != want {
 		return fmt.Errorf("the node pulled %s, want the served %s", got, want)
-	}
-	return nil
-}
-
-// until polls cond for up to 30 s.
-func until(ctx context.Context, what string, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 	return nil
 }

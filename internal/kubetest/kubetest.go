@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,15 +21,34 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/tagger-project/tagger/internal/containerdtest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/logging"
+	"github.com/tagger-project/tagger/pkg/nodeagent"
 )
 
 // RepoRoot is the repository's top directory.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// BuildCommands builds the named commands (./cmd/<name>) into dir with the
+// race detector on, as the suite itself runs (the packages then come from
+// the suite's own build cache), and returns dir.
+func BuildCommands(t testing.TB, dir string, names ...string) string {
+	t.Helper()
+	args := []string{"build", "-race", "-o", dir + string(filepath.Separator)}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return dir
 }
 
 // Cluster is a running apiserver with the CRDs from deploy/crds.
@@ -100,6 +121,43 @@ func (c *Cluster) RunController(o controllerd.Options) {
 			return errors.New("controller did not stop within 30s")
 		}
 	}
+}
+
+// T is what RunNodeAgent needs of a test: testing.TB, or
+// registrytest.Program outside one (the demo).
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
+// RunNodeAgent runs a node agent in-process for ctd's containerd until the
+// test ends: mirror on an ephemeral loopback port, no metrics or health
+// listeners, no local-image convergence, cached content from the bundled
+// registry at registryURL, local registries over plain HTTP.
+func (c *Cluster) RunNodeAgent(t T, ctd *containerdtest.Containerd, registryURL string) *nodeagent.Agent {
+	t.Helper()
+	o := nodeagent.DefaultOptions()
+	o.Listen = "127.0.0.1:0"
+	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
+	o.RegistryURL = registryURL
+	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	agent, err := nodeagent.New(c.Config, o, c.Log)
+	if err != nil {
+		t.Fatalf("node agent: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node agent: %v", err)
+		}
+	})
+	return agent
 }
 
 // Stop stops the controller, if running, then the apiserver and etcd.

@@ -21,7 +21,6 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -40,7 +39,7 @@ func TestCachedPulls(t *testing.T) {
 	kc.RunController(o)
 
 	ctd := containerdtest.New(t, containerdtest.Options{})
-	agent := runAgent(t, kc, ctd, bundled.URL())
+	agent := kc.RunNodeAgent(t, ctd, bundled.URL())
 
 	image := up.Host() + "/team/app:v1"
 	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})
@@ -134,32 +133,6 @@ func patch(t *testing.T, c client.Client, body string) {
 	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// runAgent runs a node agent for ctd reading the bundled registry at
-// registryURL, stopped when the test ends.
-func runAgent(t *testing.T, kc *kubetest.Cluster, ctd *containerdtest.Containerd, registryURL string) *nodeagent.Agent {
-	t.Helper()
-	ao := nodeagent.DefaultOptions()
-	ao.Listen = "127.0.0.1:0"
-	ao.MetricsAddr, ao.HealthAddr = "0", "0"
-	ao.HostsDir, ao.ContainerdConfig, ao.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
-	ao.RegistryURL = registryURL
-	ao.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(kc.Config, ao, kc.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, acancel := context.WithCancel(context.Background())
-	adone := make(chan error, 1)
-	go func() { adone <- agent.Run(actx) }()
-	t.Cleanup(func() {
-		acancel()
-		if err := <-adone; err != nil {
-			t.Errorf("node agent: %v", err)
-		}
-	})
-	return agent
 }
 
 // startCaching starts an apiserver, an upstream and a bundled registry, and

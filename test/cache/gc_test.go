@@ -31,7 +31,7 @@ func TestRetentionGCThenPull(t *testing.T) {
 	kc, up, bundled := startCaching(t)
 	c := kc.Client
 	ctd := containerdtest.New(t, containerdtest.Options{})
-	agent := runAgent(t, kc, ctd, bundled.URL())
+	agent := kc.RunNodeAgent(t, ctd, bundled.URL())
 
 	base := up.PushImage(t, "gc/base", "v1", registrytest.ImageOptions{LayerSize: 64 << 10})
 	image := up.Host() + "/gc/app:v1"

@@ -44,9 +44,9 @@ func TestCachedPullsS3(t *testing.T) {
 
 	// One node (containerd + agent) reading through each replica.
 	ctdB := containerdtest.New(t, containerdtest.Options{})
-	agentB := runAgent(t, kc, ctdB, regB.URL())
+	agentB := kc.RunNodeAgent(t, ctdB, regB.URL())
 	ctdA := containerdtest.New(t, containerdtest.Options{})
-	agentA := runAgent(t, kc, ctdA, regA.URL())
+	agentA := kc.RunNodeAgent(t, ctdA, regA.URL())
 
 	image := up.Host() + "/team/app:v1"
 	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})

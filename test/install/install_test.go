@@ -73,7 +73,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	if err := os.WriteFile(adminKubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bins := buildBinaries(t, tmp)
+	bins := kubetest.BuildCommands(t, filepath.Join(tmp, "bin"), "controller", "node-agent")
 
 	// helm install, as an operator would, with webhooks on.
 	helm := helmtool.Runner{Dir: kubetest.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
@@ -240,20 +240,6 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 			t.Fatalf("%T %s after helm uninstall: %v", o, o.GetName(), err)
 		}
 	}
-}
-
-// buildBinaries builds cmd/controller and cmd/node-agent into dir, with
-// the race detector like test/process (the packages are then shared with
-// the suite's own -race build).
-func buildBinaries(t *testing.T, dir string) string {
-	t.Helper()
-	out := filepath.Join(dir, "bin")
-	cmd := exec.Command("go", "build", "-race", "-o", out+"/", "./cmd/controller", "./cmd/node-agent")
-	cmd.Dir = kubetest.RepoRoot()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the binaries: %v\n%s", err, b)
-	}
-	return out
 }
 
 // containerArgs is the single container's arguments; its command must be

@@ -6,25 +6,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tagger-project/tagger/internal/kubetest"
 )
 
 // TestBinary builds cmd/kubectl-tag and runs it as kubectl would, proving the
 // main wiring: arguments, stdout, stderr and the exit code.
 func TestBinary(t *testing.T) {
 	c := startCluster(t)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "kubectl-tag")
-	build := exec.Command(goBin, "build", "-o", bin, "./cmd/kubectl-tag")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/kubectl-tag: %v\n%s", err, out)
-	}
+	bin := filepath.Join(kubetest.BuildCommands(t, t.TempDir(), "kubectl-tag"), "kubectl-tag")
 
 	run := func(env []string, args ...string) (stdout, stderr string, code int) {
 		t.Helper()

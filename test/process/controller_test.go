@@ -56,12 +56,7 @@ func TestControllerProcess(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(tmp, "controller")
-	build := exec.Command("go", "build", "-race", "-o", bin, "./cmd/controller")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build controller: %v\n%s", err, out)
-	}
+	bin := filepath.Join(kubetest.BuildCommands(t, tmp, "controller"), "controller")
 
 	up := registrytest.New(t, registrytest.Options{})
 	img := up.PushImage(t, "proc/app", "v1", registrytest.ImageOptions{})

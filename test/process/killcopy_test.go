@@ -42,7 +42,7 @@ func TestKillMidCopy(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := buildController(t, tmp)
+	bin := filepath.Join(kubetest.BuildCommands(t, tmp, "controller"), "controller")
 
 	up := registrytest.New(t, registrytest.Options{})
 	bundled := registrytest.New(t, registrytest.Options{})
@@ -223,18 +223,6 @@ func layerDigests(img registrytest.Image) []digest.Digest {
 		out = append(out, l.Digest)
 	}
 	return out
-}
-
-// buildController builds cmd/controller, race detector on, into dir.
-func buildController(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "controller")
-	build := exec.Command("go", "build", "-race", "-o", bin, "./cmd/controller")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build controller: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // controllerProc is a controller process; it is killed when the test ends.
