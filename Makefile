@@ -30,9 +30,13 @@ verify-generated: generate
 testbin:
 	TESTBIN_DIR=$(dir $(TAGGER_TESTBIN)) hack/testbin.sh
 
+## lint: gofmt, go vet, go.mod tidy, and the layout rule (the node side and the
+## controller side never link each other: internal/layout)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; }
+	$(GO) test -count=1 ./internal/layout
 
 ## unit: fast tests that need no rig
 unit:

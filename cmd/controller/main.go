@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/tagger-project/tagger/internal/daemonflags"
-	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/controller"
 )
 
 func main() {
@@ -22,7 +22,7 @@ func main() {
 }
 
 func run() error {
-	o := controllerd.DefaultOptions()
+	o := controller.DefaultOptions()
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	var common daemonflags.Common
 	common.Register(fs)
@@ -61,5 +61,5 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return controllerd.Run(ctx, cfg, o, log)
+	return controller.Run(ctx, cfg, o, log)
 }

@@ -1,5 +1,5 @@
 // Command kubectl-tag is the `kubectl tag` plugin: put it on PATH and kubectl
-// runs it for `kubectl tag ...`. All logic lives in pkg/tagcli.
+// runs it for `kubectl tag ...`. All logic lives in pkg/kubectltag.
 package main
 
 import (
@@ -8,12 +8,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tagger-project/tagger/pkg/tagcli"
+	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := tagcli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr, tagcli.Options{})
+	code := kubectltag.Run(ctx, os.Args[1:], os.Stdout, os.Stderr, kubectltag.Options{})
 	stop()
 	os.Exit(code)
 }

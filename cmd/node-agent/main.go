@@ -15,7 +15,7 @@ import (
 	"syscall"
 
 	"github.com/tagger-project/tagger/internal/daemonflags"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 )
 
 func main() {
@@ -30,7 +30,7 @@ func run(args []string) error {
 	if cleanup {
 		args = args[1:]
 	}
-	o := nodeagent.DefaultOptions()
+	o := node.DefaultOptions()
 	fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
 	var common daemonflags.Common
 	common.Register(fs)
@@ -50,7 +50,7 @@ func run(args []string) error {
 	}
 	o.StrictRegistries, o.PlainHTTPRegistries = daemonflags.List(*strict), daemonflags.List(*plain)
 	if cleanup {
-		return nodeagent.Cleanup(o)
+		return node.Cleanup(o)
 	}
 	log, err := common.Logger()
 	if err != nil {
@@ -62,5 +62,5 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return nodeagent.Run(ctx, cfg, o, log)
+	return node.Run(ctx, cfg, o, log)
 }

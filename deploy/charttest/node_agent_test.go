@@ -20,7 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/tagger-project/tagger/pkg/hosts"
+	"github.com/tagger-project/tagger/pkg/node/hoststoml"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -360,7 +360,7 @@ func withHostsDir(t *testing.T, args []string, dir string) []string {
 }
 
 // seedHostsDir puts a node's own registry configuration in dir, then lets
-// pkg/hosts (the agent's writer) configure the mirror over it with the
+// pkg/node/hoststoml (the agent's writer) configure the mirror over it with the
 // options args give, as a running agent would; it returns the node's files.
 func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	t.Helper()
@@ -396,7 +396,7 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 		}
 		return m
 	}
-	m, err := hosts.New(hosts.Options{
+	m, err := hoststoml.New(hoststoml.Options{
 		Dir: dir, MirrorURL: "http://" + listen, DialTimeout: timeout,
 		Strict: matcher("strict-registries"), PlainHTTP: matcher("plain-http-registries"),
 	})

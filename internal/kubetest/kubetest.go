@@ -21,11 +21,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/containerdtest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/logging"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 )
 
 // RepoRoot is the repository's top directory.
@@ -77,7 +78,7 @@ func Start(binDir string) (*Cluster, error) {
 		return nil, fmt.Errorf("start envtest: %w", err)
 	}
 	c := &Cluster{Config: cfg, KubeConfig: env.KubeConfig, env: env}
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err == nil {
 		c.Client, err = client.New(cfg, client.Options{Scheme: scheme})
 	}
@@ -97,8 +98,8 @@ func Start(binDir string) (*Cluster, error) {
 
 // ControllerOptions are the controller options tests start from: no
 // listeners, no leader election, local registries over plain HTTP.
-func ControllerOptions() controllerd.Options {
-	o := controllerd.DefaultOptions()
+func ControllerOptions() controller.Options {
+	o := controller.DefaultOptions()
 	o.MetricsAddr, o.HealthAddr, o.WebhookAddr = "0", "0", "0"
 	o.LeaderElect = false
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
@@ -108,10 +109,10 @@ func ControllerOptions() controllerd.Options {
 
 // RunController runs the controller in-process until Stop. controller-runtime
 // allows one controller of a name per process: call it once per test binary.
-func (c *Cluster) RunController(o controllerd.Options) {
+func (c *Cluster) RunController(o controller.Options) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- controllerd.Run(ctx, c.Config, o, c.Log) }()
+	go func() { done <- controller.Run(ctx, c.Config, o, c.Log) }()
 	c.stopController = func() error {
 		cancel()
 		select {
@@ -136,15 +137,15 @@ type T interface {
 // test ends: mirror on an ephemeral loopback port, no metrics or health
 // listeners, no local-image convergence, cached content from the bundled
 // registry at registryURL, local registries over plain HTTP.
-func (c *Cluster) RunNodeAgent(t T, ctd *containerdtest.Containerd, registryURL string) *nodeagent.Agent {
+func (c *Cluster) RunNodeAgent(t T, ctd *containerdtest.Containerd, registryURL string) *node.Agent {
 	t.Helper()
-	o := nodeagent.DefaultOptions()
+	o := node.DefaultOptions()
 	o.Listen = "127.0.0.1:0"
 	o.MetricsAddr, o.HealthAddr = "0", "0"
 	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
 	o.RegistryURL = registryURL
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(c.Config, o, c.Log)
+	agent, err := node.New(c.Config, o, c.Log)
 	if err != nil {
 		t.Fatalf("node agent: %v", err)
 	}
@@ -181,7 +182,7 @@ func (c *Cluster) Stop() error {
 //	func TestMain(m *testing.M) { os.Exit(shared.Stop(m.Run())) }
 type Shared struct {
 	// Options adjusts ControllerOptions before the controller starts.
-	Options func(*controllerd.Options)
+	Options func(*controller.Options)
 
 	once sync.Once
 	err  error

@@ -5,7 +5,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/tagger-project/tagger/pkg/tagindex"
+	"github.com/tagger-project/tagger/pkg/controller/tagindex"
 )
 
 // ImageIndex is the field index the Server lists Tags by (tagindex.Image),

@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/pkg/tagindex"
+	"github.com/tagger-project/tagger/pkg/controller/tagindex"
 )
 
 // Test secrets, distinctive so that a leak into logs or metrics is found by

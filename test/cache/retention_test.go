@@ -18,7 +18,7 @@ import (
 
 // TestRetentionPrunesCache: a generation pruned by historyLimit has its
 // manifests deleted from the bundled registry (its blobs go at the next
-// garbage collection, proven in pkg/imagecopy); kept generations stay.
+// garbage collection, proven in pkg/controller/imagecopy); kept generations stay.
 func TestRetentionPrunesCache(t *testing.T) {
 	ctx := context.Background()
 	kc, up, bundled := startCaching(t)

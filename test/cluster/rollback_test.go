@@ -25,13 +25,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/sirupsen/logrus"
+
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/clustertest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/logging"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 )
 
 func repoRoot() string {
@@ -58,14 +59,14 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 
 	runController(t, cfg, log, "")
 
-	ao := nodeagent.DefaultOptions()
+	ao := node.DefaultOptions()
 	ao.Listen = "127.0.0.1:0"
 	ao.MetricsAddr, ao.HealthAddr = "0", "0"
 	ao.HostsDir = cl.HostsDir()
 	ao.ContainerdConfig = cl.ContainerdConfigPath()
 	ao.CRIEndpoint = "unix://" + cl.ContainerdSocket()
 	ao.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(cfg, ao, log)
+	agent, err := node.New(cfg, ao, log)
 	if err != nil {
 		t.Fatalf("node agent: %v", err)
 	}
@@ -77,7 +78,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 		if err := <-adone; err != nil {
 			t.Errorf("node agent: %v", err)
 		}
-		if err := nodeagent.Cleanup(ao); err != nil {
+		if err := node.Cleanup(ao); err != nil {
 			t.Errorf("node agent cleanup: %v", err)
 		}
 	})
@@ -108,7 +109,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 // the in-process components use.
 func clients(t *testing.T, cfg *rest.Config) (client.Client, *logrus.Logger) {
 	t.Helper()
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +128,13 @@ func clients(t *testing.T, cfg *rest.Config) (client.Client, *logrus.Logger) {
 // into registryURL when it is set.
 func runController(t *testing.T, cfg *rest.Config, log *logrus.Logger, registryURL string) {
 	t.Helper()
-	co := controllerd.DefaultOptions()
+	co := controller.DefaultOptions()
 	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
 	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 	co.RegistryURL = registryURL
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- controllerd.Run(ctx, cfg, co, log) }()
+	go func() { done <- controller.Run(ctx, cfg, co, log) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -152,7 +153,7 @@ func patch(t *testing.T, c client.Client, body string) {
 
 // waitServed waits until the Tag serves d, the node agent serves it, its
 // hosts.toml is written and the node's local record has converged.
-func waitServed(t *testing.T, c client.Client, agent *nodeagent.Agent, image, d string) {
+func waitServed(t *testing.T, c client.Client, agent *node.Agent, image, d string) {
 	t.Helper()
 	waitfor.Cond(t, 90*time.Second, "generation "+d+" served and converged on the node", func() (bool, string) {
 		var tag v1alpha1.Tag

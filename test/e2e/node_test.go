@@ -25,7 +25,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -221,7 +221,7 @@ func TestExistingHostsConfig(t *testing.T) {
 	}
 
 	r.stopAgent()
-	if err := nodeagent.Cleanup(r.agentOpt); err != nil {
+	if err := node.Cleanup(r.agentOpt); err != nil {
 		t.Fatalf("cleanup: %v", err)
 	}
 	after := snapshotDir(t, regDir)

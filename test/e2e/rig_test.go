@@ -24,7 +24,7 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 )
 
 // rig is one node's worth of real components for one test.
@@ -35,8 +35,8 @@ type rig struct {
 	up       *registrytest.Registry // upstream
 	bundled  *registrytest.Registry
 	ctd      *containerdtest.Containerd
-	agentOpt nodeagent.Options
-	agent    *nodeagent.Agent
+	agentOpt node.Options
+	agent    *node.Agent
 	stop     context.CancelFunc
 	done     chan error
 	log      *logrus.Logger
@@ -59,7 +59,7 @@ func newRig(t *testing.T, ro rigOptions) *rig {
 	r.bundled = registrytest.New(t, registrytest.Options{})
 	r.ctd = containerdtest.New(t, containerdtest.Options{})
 
-	r.agentOpt = nodeagent.DefaultOptions()
+	r.agentOpt = node.DefaultOptions()
 	r.agentOpt.Listen = "127.0.0.1:0"
 	r.agentOpt.MetricsAddr, r.agentOpt.HealthAddr = "0", "0"
 	r.agentOpt.HostsDir = r.ctd.HostsDir()
@@ -80,7 +80,7 @@ func newRig(t *testing.T, ro rigOptions) *rig {
 // startAgent starts the node agent in-process and waits until it is ready.
 func (r *rig) startAgent() {
 	r.t.Helper()
-	a, err := nodeagent.New(r.cfg, r.agentOpt, r.log)
+	a, err := node.New(r.cfg, r.agentOpt, r.log)
 	if err != nil {
 		r.t.Fatalf("node agent: %v", err)
 	}

@@ -48,8 +48,8 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/pins"
-	"github.com/tagger-project/tagger/pkg/rollout"
 )
 
 const (
@@ -174,13 +174,13 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 				return false, err.Error()
 			}
 			a := templateAnnotations(w)
-			return a[rollout.RestartedAtAnnotation] != "", fmt.Sprint(a)
+			return a[restart.RestartedAtAnnotation] != "", fmt.Sprint(a)
 		})
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(other), other); err != nil {
 		t.Fatal(err)
 	}
-	if a := other.Spec.Template.Annotations; a[rollout.RestartedAtAnnotation] != "" {
+	if a := other.Spec.Template.Annotations; a[restart.RestartedAtAnnotation] != "" {
 		t.Fatalf("a Deployment of another image was restarted: %v", a)
 	}
 
@@ -194,7 +194,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		for _, e := range evs.Items {
 			seen[e.Regarding.Kind+"/"+e.Regarding.Name+" "+e.Reason] = true
 		}
-		return seen["Tag/app NewGeneration"] && seen["Tag/app Cached"] && seen["Tag/app "+rollout.ReasonRolloutRestarted] && seen["Deployment/web "+rollout.ReasonRestartedByTagger], fmt.Sprint(seen)
+		return seen["Tag/app NewGeneration"] && seen["Tag/app Cached"] && seen["Tag/app "+restart.ReasonRolloutRestarted] && seen["Deployment/web "+restart.ReasonRestartedByTagger], fmt.Sprint(seen)
 	})
 	// Leader election in the release namespace (the chart enables it).
 	var leases coordinationv1.LeaseList

@@ -12,7 +12,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/pkg/rollout"
+	"github.com/tagger-project/tagger/pkg/controller/restart"
 )
 
 // TestRolloutRestart: with spec.rollout.restart, a change of the served
@@ -60,7 +60,7 @@ func TestRolloutRestart(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(d), &got); err != nil {
 			t.Fatal(err)
 		}
-		return got.Spec.Template.Annotations[rollout.RestartedForAnnotation]
+		return got.Spec.Template.Annotations[restart.RestartedForAnnotation]
 	}
 	if got := restartedFor(using); got != "" {
 		t.Fatalf("the baseline generation restarted %s: %q", using.Name, got)

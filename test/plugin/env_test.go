@@ -1,5 +1,5 @@
 // Package plugin tests the kubectl tag plugin end to end: the commands run
-// through pkg/tagcli's entry point (and once as the built binary) with the
+// through pkg/kubectltag's entry point (and once as the built binary) with the
 // arguments a user types, against a real kube-apiserver and etcd (envtest,
 // CRDs from deploy/crds), the real controller running in-process, and a real
 // distribution registry as the upstream.
@@ -23,7 +23,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/pkg/tagcli"
+	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
 // Contexts of the kubeconfig files the tests write.
@@ -123,7 +123,7 @@ func (r result) String() string {
 func kubectlTag(t *testing.T, cmdline string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := tagcli.Run(context.Background(), strings.Fields(cmdline), &out, &errOut, tagcli.Options{})
+	code := kubectltag.Run(context.Background(), strings.Fields(cmdline), &out, &errOut, kubectltag.Options{})
 	r := result{args: cmdline, stdout: out.String(), stderr: errOut.String(), code: code}
 	t.Logf("$ kubectl tag %s  (exit %d)\n%s%s", cmdline, code, r.stdout, r.stderr)
 	return r

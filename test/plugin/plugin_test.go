@@ -13,7 +13,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/tagcli"
+	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
 const waitFlag = "--timeout 30s"
@@ -123,7 +123,7 @@ func TestGenerationStory(t *testing.T) {
 		if out := ok(t, "history app --no-trunc "+kc); !strings.Contains(out, img2) || !strings.Contains(out, img1) {
 			t.Fatalf("--no-trunc lacks the full digests:\n%s", out)
 		}
-		var h tagcli.History
+		var h kubectltag.History
 		if err := json.Unmarshal([]byte(ok(t, "history app -o json "+kc)), &h); err != nil {
 			t.Fatalf("history -o json: %v", err)
 		}
@@ -132,7 +132,7 @@ func TestGenerationStory(t *testing.T) {
 			h.Generations[1].Generation != 1 || h.Generations[1].Served || h.Generations[1].Digest != img1 {
 			t.Fatalf("history -o json = %+v", h)
 		}
-		var hy tagcli.History
+		var hy kubectltag.History
 		if err := yaml.Unmarshal([]byte(ok(t, "history app -o yaml "+kc)), &hy); err != nil || len(hy.Generations) != 2 {
 			t.Fatalf("history -o yaml: %v %+v", err, hy)
 		}

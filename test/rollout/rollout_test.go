@@ -1,4 +1,4 @@
-// Package rollout_test runs pkg/rollout against a real kube-apiserver and etcd
+// Package rollout_test runs pkg/controller/restart against a real kube-apiserver and etcd
 // (envtest, binaries from hack/testbin.sh) with the CRDs from deploy/crds.
 // There is no kubelet or controller-manager: workloads are objects only, which
 // is all a restart touches.
@@ -34,7 +34,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/rollout"
+	"github.com/tagger-project/tagger/pkg/controller/restart"
 )
 
 const pinnedDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -296,7 +296,7 @@ func TestRestart(t *testing.T) {
 		{Key: "tagger.dev/restart", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
 	}}
 	now := time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
-	r := &rollout.Restarter{Client: cluster.c, Recorder: cluster.recorder, QPS: rate.Inf, Now: func() time.Time { return now }}
+	r := &restart.Restarter{Client: cluster.c, Recorder: cluster.recorder, QPS: rate.Inf, Now: func() time.Time { return now }}
 
 	before := snapshot(t, "team-a", "team-b", "team-c")
 	res, err := r.Restart(ctx, tag, "served generation 2 -> 3", nsSel, sel)
@@ -307,7 +307,7 @@ func TestRestart(t *testing.T) {
 	if got := names(res.Restarted); !slices.Equal(got, wantRestarted) {
 		t.Errorf("restarted %q, want %q", got, wantRestarted)
 	}
-	if len(res.Skipped) != 1 || res.Skipped[0].String() != "Deployment team-a/paused" || res.Skipped[0].Reason != rollout.SkipPaused {
+	if len(res.Skipped) != 1 || res.Skipped[0].String() != "Deployment team-a/paused" || res.Skipped[0].Reason != restart.SkipPaused {
 		t.Errorf("skipped %+v, want only the paused Deployment", res.Skipped)
 	}
 	if len(res.Failed) != 0 {
@@ -321,8 +321,8 @@ func TestRestart(t *testing.T) {
 			if a.rv == b.rv {
 				t.Errorf("%s: not written", key)
 			}
-			if a.annotations[rollout.RestartedAtAnnotation] != "2026-11-27T10:30:00Z" ||
-				a.annotations[rollout.RestartedForAnnotation] != "nginx/3" {
+			if a.annotations[restart.RestartedAtAnnotation] != "2026-11-27T10:30:00Z" ||
+				a.annotations[restart.RestartedForAnnotation] != "nginx/3" {
 				t.Errorf("%s: template annotations %v", key, a.annotations)
 			}
 			continue
@@ -343,7 +343,7 @@ func TestRestart(t *testing.T) {
 		t.Errorf("second wave restarted %q", names(res2.Restarted))
 	}
 	for _, s := range res2.Skipped {
-		if s.Reason != rollout.SkipAlreadyRestarted && s.Reason != rollout.SkipPaused {
+		if s.Reason != restart.SkipAlreadyRestarted && s.Reason != restart.SkipPaused {
 			t.Errorf("second wave skipped %s: %s", s, s.Reason)
 		}
 	}
@@ -355,7 +355,7 @@ func TestRestart(t *testing.T) {
 	// restarted workload naming the Tag and generation, none elsewhere.
 	waitfor.Cond(t, 15*time.Second, "Events", func() (bool, string) {
 		var onTag []eventsv1.Event
-		for _, e := range eventsFor(t, "default", rollout.ReasonRolloutRestarted) {
+		for _, e := range eventsFor(t, "default", restart.ReasonRolloutRestarted) {
 			if e.Regarding.Kind == "Tag" && e.Regarding.Name == "nginx" {
 				onTag = append(onTag, e)
 			}
@@ -369,7 +369,7 @@ func TestRestart(t *testing.T) {
 		}
 		var got []string
 		for _, ns := range []string{"team-a", "team-b", "team-c"} {
-			for _, e := range eventsFor(t, ns, rollout.ReasonRestartedByTagger) {
+			for _, e := range eventsFor(t, ns, restart.ReasonRestartedByTagger) {
 				if !strings.Contains(e.Note, "Tag nginx generation 3") || e.Related == nil || e.Related.Name != "nginx" {
 					return false, fmt.Sprintf("workload Event %+v", e)
 				}
@@ -436,7 +436,7 @@ func TestRestartCachedClient(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Minute); return clock }
-	r := &rollout.Restarter{Client: c, QPS: rate.Inf, Now: now}
+	r := &restart.Restarter{Client: c, QPS: rate.Inf, Now: now}
 	res1, err1 := r.Restart(ctx, tag, "new generation", &metav1.LabelSelector{}, nil)
 	// No pause: the second wave lists right behind the first one's patches.
 	res2, err2 := r.Restart(ctx, tag, "new generation", nil, nil)
@@ -447,7 +447,7 @@ func TestRestartCachedClient(t *testing.T) {
 		t.Errorf("second wave: %+v, %v", res2, err2)
 	}
 	for key, st := range snapshot(t, "cached") {
-		if got := st.annotations[rollout.RestartedAtAnnotation]; got != res1.RestartedAt {
+		if got := st.annotations[restart.RestartedAtAnnotation]; got != res1.RestartedAt {
 			t.Errorf("%s: restartedAt %q, want the first wave's %q", key, got, res1.RestartedAt)
 		}
 	}
@@ -468,7 +468,7 @@ func TestRestartRateLimit(t *testing.T) {
 		deployment(t, "rate", fmt.Sprintf("app-%d", i), spec{main: []string{"registry.example:5000/app:v1"}})
 	}
 	tag := servingTag(t, "app", "registry.example:5000/app:v1", 1)
-	r := &rollout.Restarter{Client: cluster.c, QPS: qps, Burst: burst}
+	r := &restart.Restarter{Client: cluster.c, QPS: qps, Burst: burst}
 	begin := time.Now()
 	res, err := r.Restart(context.Background(), tag, "rate test", nil, nil)
 	elapsed := time.Since(begin)

@@ -33,12 +33,12 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/checklimit"
-	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/controller"
+	"github.com/tagger-project/tagger/pkg/controller/check"
+	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
-	"github.com/tagger-project/tagger/pkg/tagcontroller"
-	"github.com/tagger-project/tagger/pkg/upstream"
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 const (
@@ -81,14 +81,14 @@ func TestThousandTags(t *testing.T) {
 	cfg := kubetest.New(t).Config
 	lap("apiserver ready")
 
-	// The controller, assembled as controllerd.Run does, with the limiter
+	// The controller, assembled as controller.Run does, with the limiter
 	// in front of the upstream client.
 	log, err := logging.New(os.Stderr, "text", "warn")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctrl.SetLogger(logging.Logr(log))
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +105,12 @@ func TestThousandTags(t *testing.T) {
 		t.Fatal(err)
 	}
 	limitMetrics := prometheus.NewRegistry()
-	limiter := checklimit.New(upstream.New(upstream.Options{
+	limiter := ratelimit.New(registryclient.New(registryclient.Options{
 		HTTPClient: &http.Client{Timeout: 10 * time.Second},
 		PlainHTTP:  plain,
 		UserAgent:  "tagger-controller",
-	}), checklimit.Options{RegistryQPS: registryQPS, Burst: registryBurst, Metrics: limitMetrics})
-	r := &tagcontroller.Reconciler{
+	}), ratelimit.Options{RegistryQPS: registryQPS, Burst: registryBurst, Metrics: limitMetrics})
+	r := &check.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
 		Resolver:     limiter,
@@ -118,7 +118,7 @@ func TestThousandTags(t *testing.T) {
 		Log:          log.WithField("component", "tag-controller"),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	maxConcurrent := controllerd.DefaultOptions().MaxConcurrentChecks
+	maxConcurrent := controller.DefaultOptions().MaxConcurrentChecks
 	if err := r.SetupWithManager(ctx, mgr, maxConcurrent); err != nil {
 		t.Fatalf("set up Tag controller: %v", err)
 	}
@@ -296,7 +296,7 @@ func TestThousandTags(t *testing.T) {
 	cached := waitCached(t, ctx, mgr.GetClient())
 	counting.Reset()
 	now := time.Now()
-	probe := &tagcontroller.Reconciler{
+	probe := &check.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
 		Resolver:     limiter,

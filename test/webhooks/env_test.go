@@ -1,5 +1,5 @@
 // Package webhooks tests pkg/hooks end to end: a real kube-apiserver and etcd
-// (envtest, CRDs from deploy/crds), the real controller (controllerd.Run
+// (envtest, CRDs from deploy/crds), the real controller (controller.Run
 // in-process), real distribution registries as upstreams, and the webhook
 // server on a loopback port reading Tags from its own manager's cache.
 package webhooks
@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -29,7 +29,7 @@ import (
 var shared kubetest.Shared
 
 // cluster adds, once, a webhook manager whose cache has hooks.ImageIndex
-// (the controller's manager is internal to controllerd.Run).
+// (the controller's manager is internal to controller.Run).
 var cluster struct {
 	once   sync.Once
 	err    error
@@ -66,7 +66,7 @@ func startCluster(t *testing.T) client.Client {
 
 func bootWebhookManager(kc *kubetest.Cluster) error {
 	cluster.c, cluster.log = kc.Client, kc.Log
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		return err
 	}

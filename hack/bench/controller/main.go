@@ -5,7 +5,7 @@
 // (envtest, internal/kubetest) and a real distribution registry playing the
 // upstream (internal/registrytest):
 //
-//  1. Webhook to served pin: a node agent (pkg/nodeagent, CRI convergence
+//  1. Webhook to served pin: a node agent (pkg/node, CRI convergence
 //     off) runs in this process. Each iteration pushes a new image under
 //     the pinned tag, POSTs the generic webhook, and times how long until
 //     the node agent's pin table serves the new digest, with the breakdown
@@ -44,11 +44,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -193,7 +193,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		}
 	})
 	cfg := cluster.Config
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		return err
 	}

@@ -19,10 +19,10 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/pkg/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/logging"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
+	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -102,11 +102,11 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	if err != nil {
 		return nil, err
 	}
-	o := nodeagent.DefaultOptions()
+	o := node.DefaultOptions()
 	o.Listen, o.MetricsAddr, o.HealthAddr = "127.0.0.1:0", "0", "0"
 	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = hostsDir, ctdConfig, ""
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	agent, err := nodeagent.New(cfg, o, alog)
+	agent, err := node.New(cfg, o, alog)
 	if err != nil {
 		return nil, fmt.Errorf("node agent: %w", err)
 	}
@@ -294,7 +294,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 
 // waitPin polls the node agent's pin table (an atomic pointer load and a map
 // lookup) until ref serves digest, and returns when it first did.
-func waitPin(ctx context.Context, agent *nodeagent.Agent, ref pins.Reference, digest string, timeout time.Duration) (time.Time, error) {
+func waitPin(ctx context.Context, agent *node.Agent, ref pins.Reference, digest string, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		if snap := agent.Pins(); snap != nil {

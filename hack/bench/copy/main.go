@@ -55,7 +55,6 @@ import (
 	"github.com/tagger-project/tagger/internal/kubetest"
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/pkg/controllerd"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -98,7 +97,7 @@ func benchMain(args []string) int {
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.StringVar(&c.logDir, "logs", "", "keep the controller and tool logs in this directory (default: a temp dir, deleted)")
 	fs.BoolVar(&c.skipSecond, "skip-second", false, "skip the second-copy (shared layers) part")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "first run one copy with pkg/imagecopy inside this process under the CPU profiler, writing the profile here")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "first run one copy with pkg/controller/imagecopy inside this process under the CPU profiler, writing the profile here")
 	fs.BoolVar(&c.verbose, "v", false, "log every watch event of the benchmark's Tags")
 	_ = fs.Parse(args)
 	var err error
@@ -271,7 +270,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 				logf("stop envtest: %v", err)
 			}
 		})
-		scheme, err := controllerd.Scheme()
+		scheme, err := v1alpha1.NewScheme()
 		if err != nil {
 			return err
 		}

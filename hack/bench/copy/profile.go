@@ -8,13 +8,13 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/tagger-project/tagger/pkg/imagecopy"
+	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
 	"github.com/tagger-project/tagger/pkg/pins"
-	"github.com/tagger-project/tagger/pkg/upstream"
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
-// profileCopy runs one copy with pkg/imagecopy in this process, built as
-// pkg/controllerd builds the controller's copier, into a new bundled
+// profileCopy runs one copy with pkg/controller/imagecopy in this process, built as
+// pkg/controller builds the controller's copier, into a new bundled
 // registry, under the CPU profiler (-cpuprofile). It is for finding where
 // the copier's CPU goes; its time is not part of the comparison.
 func (e *env) profileCopy(ctx context.Context, path string) error {
@@ -26,7 +26,7 @@ func (e *env) profileCopy(ctx context.Context, path string) error {
 		return err
 	}
 	cp := &imagecopy.Copier{
-		Upstream:      upstream.New(upstream.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
+		Upstream:      registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
 		Registry:      bundled.URL(),
 		MaxConcurrent: e.c.maxCopies,
 	}
@@ -44,7 +44,7 @@ func (e *env) profileCopy(ctx context.Context, path string) error {
 		return err
 	}
 	start := time.Now()
-	_, err = cp.Copy(ctx, ref, e.imgA.digest, upstream.Credentials{}, "profile")
+	_, err = cp.Copy(ctx, ref, e.imgA.digest, registryclient.Credentials{}, "profile")
 	wall := time.Since(start)
 	pprof.StopCPUProfile()
 	b := e.read(os.Getpid(), bundledPID)

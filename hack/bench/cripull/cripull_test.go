@@ -29,9 +29,9 @@ import (
 	"github.com/tagger-project/tagger/internal/registrytest"
 	"github.com/tagger-project/tagger/internal/testbin"
 	"github.com/tagger-project/tagger/internal/waitfor"
-	"github.com/tagger-project/tagger/pkg/controllerd"
+	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/logging"
-	"github.com/tagger-project/tagger/pkg/nodeagent"
+	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -48,7 +48,7 @@ var (
 type pullCase struct {
 	name, what string
 	ctd        *containerdtest.Containerd
-	agent      *nodeagent.Agent
+	agent      *node.Agent
 	times      []time.Duration
 	// mirror request counts of the last measured pull, by "kind/result".
 	requests map[string]float64
@@ -265,9 +265,9 @@ func clearStore(b *testing.B, ctd *containerdtest.Containerd) {
 // startAgent runs a real node agent for ctd in this process: mirror on an
 // ephemeral port, hosts.toml in ctd's hosts dir, no local-image convergence
 // (it would pull on its own and race the measured pulls).
-func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *containerdtest.Containerd, bundled string) *nodeagent.Agent {
+func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *containerdtest.Containerd, bundled string) *node.Agent {
 	b.Helper()
-	o := nodeagent.DefaultOptions()
+	o := node.DefaultOptions()
 	o.Listen = "127.0.0.1:0"
 	o.MetricsAddr, o.HealthAddr = "127.0.0.1:0", "0"
 	o.HostsDir = ctd.HostsDir()
@@ -275,7 +275,7 @@ func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *contain
 	o.CRIEndpoint = ""
 	o.RegistryURL = bundled
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
-	a, err := nodeagent.New(cfg, o, log)
+	a, err := node.New(cfg, o, log)
 	if err != nil {
 		b.Fatalf("node agent: %v", err)
 	}
@@ -297,7 +297,7 @@ func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *contain
 
 // mirrorRequests reads tagger_mirror_requests_total from the agent's
 // metrics endpoint, keyed "kind/result"; nil without an agent.
-func mirrorRequests(b *testing.B, a *nodeagent.Agent) map[string]float64 {
+func mirrorRequests(b *testing.B, a *node.Agent) map[string]float64 {
 	b.Helper()
 	if a == nil {
 		return nil
@@ -355,7 +355,7 @@ func startCluster(b *testing.B, dir string, log *logrus.Logger) (*rest.Config, c
 			b.Errorf("stop envtest: %v", err)
 		}
 	})
-	scheme, err := controllerd.Scheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -363,12 +363,12 @@ func startCluster(b *testing.B, dir string, log *logrus.Logger) (*rest.Config, c
 	if err != nil {
 		b.Fatal(err)
 	}
-	co := controllerd.DefaultOptions()
+	co := controller.DefaultOptions()
 	co.MetricsAddr, co.HealthAddr, co.WebhookAddr = "0", "0", "0"
 	co.PlainHTTPRegistries = []string{"127.0.0.1:*"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- controllerd.Run(ctx, cfg, co, log) }()
+	go func() { done <- controller.Run(ctx, cfg, co, log) }()
 	// Registered after env.Stop's cleanup, so it runs first.
 	b.Cleanup(func() {
 		cancel()

@@ -962,7 +962,7 @@ func buildTable(n, gens int, trim, keep bool) (*pins.Table, []v1alpha1.Tag, erro
 }
 
 // trimTag is what the node agent's Tag informer keeps of a Tag (its cache
-// transform, slimTag in pkg/nodeagent): type meta, name, uid,
+// transform, slimTag in pkg/node): type meta, name, uid,
 // resourceVersion, creation and deletion time, spec.image,
 // status.servedGeneration and servedDigest, and the served generation's
 // entry without its platforms. No managedFields, annotations, conditions or

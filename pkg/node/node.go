@@ -1,0 +1,451 @@
+// Package node assembles the node agent: it watches Tags (read-only),
+// keeps the pin table, serves the mirror containerd asks first, writes
+// hosts.toml for every registry with a served pin, checks that containerd
+// will read those files, and converges the node's local image records when a
+// served pin moves. cmd/node-agent only parses flags and calls Run or Cleanup.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/mirror"
+	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
+	"github.com/tagger-project/tagger/pkg/node/hoststoml"
+	"github.com/tagger-project/tagger/pkg/node/repull"
+	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/registryclient"
+)
+
+// Options configure the node agent.
+type Options struct {
+	// Listen is the mirror's address; loopback by default, containerd runs on the node.
+	Listen string
+	// MetricsAddr and HealthAddr serve /metrics and /healthz, /readyz ("0" disables).
+	MetricsAddr, HealthAddr string
+	// HostsDir is containerd's config_path for registry hosts.
+	HostsDir string
+	// ContainerdConfig is the node's containerd config file, checked at start.
+	ContainerdConfig string
+	// CRIEndpoint is the CRI socket for local image store convergence ("" disables it).
+	CRIEndpoint string
+	// RegistryURL is the bundled registry.
+	RegistryURL string
+	// DialTimeout is written as dial_timeout on our hosts.toml entry.
+	DialTimeout time.Duration
+	// StrictRegistries (path.Match patterns) get no upstream fallback.
+	StrictRegistries []string
+	// PlainHTTPRegistries (path.Match patterns) are upstreams reached over http://.
+	PlainHTTPRegistries []string
+	// ConvergeWorkers bounds concurrent CRI pulls.
+	ConvergeWorkers int
+}
+
+// DefaultOptions are the flag defaults.
+func DefaultOptions() Options {
+	return Options{
+		Listen:           "127.0.0.1:5050",
+		MetricsAddr:      ":9091",
+		HealthAddr:       ":9092",
+		HostsDir:         "/etc/containerd/certs.d",
+		ContainerdConfig: "/etc/containerd/config.toml",
+		CRIEndpoint:      "unix:///run/containerd/containerd.sock",
+		DialTimeout:      200 * time.Millisecond,
+		ConvergeWorkers:  2,
+	}
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	o         Options
+	log       logrus.FieldLogger
+	table     *pins.Table
+	hosts     *hoststoml.Manager
+	converger *repull.Converger
+	report    containerdconfig.Report
+
+	pinsGauge prometheus.Gauge
+	hostsOK   prometheus.Gauge
+	cache     cache.Cache
+	cri       *repull.CRI
+	mirrorLn  net.Listener
+	servers   []served
+
+	synced      atomic.Bool
+	hostsSynced atomic.Bool
+	lastSyncErr atomic.Pointer[string]
+}
+
+// Cleanup removes every hosts.toml the agent wrote and restores the backups.
+func Cleanup(o Options) error {
+	m, err := newHosts(o)
+	if err != nil {
+		return err
+	}
+	return m.Cleanup()
+}
+
+func newHosts(o Options) (*hoststoml.Manager, error) {
+	strict, err := pins.HostMatcher(o.StrictRegistries)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
+	if err != nil {
+		return nil, err
+	}
+	return hoststoml.New(hoststoml.Options{
+		Dir:         o.HostsDir,
+		MirrorURL:   "http://" + o.Listen,
+		DialTimeout: o.DialTimeout,
+		Strict:      strict,
+		PlainHTTP:   plain,
+	})
+}
+
+// Run runs the agent until ctx is cancelled.
+func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) error {
+	a, err := New(cfg, o, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// New builds the agent and binds its listeners (so ":0" addresses resolve
+// before hosts.toml names the mirror); Run starts it.
+func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	a = &Agent{
+		o: o, log: log.WithField("component", "node-agent"), table: pins.NewTable(),
+		pinsGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tagger_pins", Help: "Pins served by this node's mirror."}),
+		hostsOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tagger_hosts_config_ok",
+			Help: "1 when the node's containerd config makes it read the hosts.toml files the agent writes, else 0."}),
+	}
+	reg.MustRegister(a.pinsGauge, a.hostsOK)
+	defer func() {
+		if err != nil {
+			a.closeAll()
+		}
+	}()
+
+	if a.mirrorLn, err = net.Listen("tcp", o.Listen); err != nil {
+		return nil, fmt.Errorf("mirror listen on %s: %w", o.Listen, err)
+	}
+	o.Listen = a.mirrorLn.Addr().String()
+	a.o = o
+	if a.hosts, err = newHosts(o); err != nil {
+		return nil, err
+	}
+	a.report = containerdconfig.Check(o.ContainerdConfig, o.HostsDir)
+	if a.report.OK {
+		a.hostsOK.Set(1)
+		a.log.WithFields(logrus.Fields{"config": o.ContainerdConfig, "version": a.report.Version, "configPath": a.report.ConfigPath}).Info("containerd will read our hosts.toml files")
+	} else {
+		a.hostsOK.Set(0)
+		a.log.WithFields(logrus.Fields{"config": o.ContainerdConfig, "problems": a.report.Problems, "fix": a.report.Fix}).
+			Error("containerd will IGNORE the hosts.toml files tagger writes: pins are not enforced on this node")
+	}
+
+	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
+	if err != nil {
+		return nil, err
+	}
+	strict, err := pins.HostMatcher(o.StrictRegistries)
+	if err != nil {
+		return nil, err
+	}
+	// No overall timeout: strict registries stream whole layers through it.
+	up := registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-node-agent"})
+	handler, err := mirror.New(mirror.Options{
+		Table:       a.table,
+		RegistryURL: o.RegistryURL,
+		Upstream:    upstreamFetcher{up},
+		Content:     upstreamFetcher{up},
+		Strict:      strict,
+		Metrics:     mirror.NewMetrics(reg),
+		Log:         a.log.WithField("component", "mirror"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build mirror: %w", err)
+	}
+	a.servers = append(a.servers, served{&http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, a.mirrorLn, "mirror"})
+	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
+		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
+			return nil, err
+		}
+	}
+	if o.HealthAddr != "0" && o.HealthAddr != "" {
+		if err := a.listen(o.HealthAddr, a.healthHandler(), "health"); err != nil {
+			return nil, err
+		}
+	}
+
+	if o.CRIEndpoint != "" {
+		if a.cri, err = repull.DialCRI(o.CRIEndpoint); err != nil {
+			return nil, err
+		}
+		a.converger = repull.NewConverger(repull.Options{
+			Images: a.cri, Workers: o.ConvergeWorkers, Metrics: repull.NewMetrics(reg),
+			Log: a.log.WithField("component", "converger"),
+		})
+	}
+
+	scheme, err := v1alpha1.NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	if a.cache, err = cache.New(cfg, cache.Options{
+		Scheme:   scheme,
+		ByObject: map[client.Object]cache.ByObject{&v1alpha1.Tag{}: {Transform: slimTag}},
+	}); err != nil {
+		return nil, fmt.Errorf("create Tag cache: %w", err)
+	}
+	return a, nil
+}
+
+// slimTag keeps only what the pin table is built from, so 10,000 Tags with
+// long histories cost the node little memory: identity, spec.image, the
+// served generation and its history entry.
+func slimTag(obj any) (any, error) {
+	t, ok := obj.(*v1alpha1.Tag)
+	if !ok {
+		return obj, nil
+	}
+	slim := &v1alpha1.Tag{
+		TypeMeta: t.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: t.Name, UID: t.UID, ResourceVersion: t.ResourceVersion,
+			CreationTimestamp: t.CreationTimestamp, DeletionTimestamp: t.DeletionTimestamp,
+		},
+		Spec: v1alpha1.TagSpec{Image: t.Spec.Image},
+		Status: v1alpha1.TagStatus{
+			ServedGeneration: t.Status.ServedGeneration,
+			ServedDigest:     t.Status.ServedDigest,
+		},
+	}
+	if g, ok := pins.Find(t.Status.Generations, t.Status.ServedGeneration); ok {
+		g.Platforms = nil
+		slim.Status.Generations = []v1alpha1.Generation{g}
+	}
+	return slim, nil
+}
+
+type served struct {
+	srv  *http.Server
+	ln   net.Listener
+	name string
+}
+
+func (a *Agent) listen(addr string, h http.Handler, name string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listen on %s: %w", name, addr, err)
+	}
+	a.servers = append(a.servers, served{&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, name})
+	return nil
+}
+
+// Addr returns the bound address of the mirror, "metrics" or "health" server.
+func (a *Agent) Addr(name string) string {
+	for _, s := range a.servers {
+		if s.name == name {
+			return s.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+func (a *Agent) closeAll() {
+	for _, s := range a.servers {
+		_ = s.ln.Close()
+	}
+	if a.mirrorLn != nil {
+		_ = a.mirrorLn.Close()
+	}
+	if a.cri != nil {
+		_ = a.cri.Close()
+	}
+}
+
+// Run serves until ctx is cancelled. The hosts.toml files stay when it
+// returns: containerd keeps asking the (gone) mirror first and falls back to
+// the upstream after dial_timeout; `node-agent cleanup` removes them.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.closeAll()
+	inf, err := a.cache.GetInformer(ctx, &v1alpha1.Tag{})
+	if err != nil {
+		return fmt.Errorf("Tag informer: %w", err)
+	}
+	kick := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { notify() },
+		UpdateFunc: func(any, any) { notify() },
+		DeleteFunc: func(any) { notify() },
+	}); err != nil {
+		return fmt.Errorf("watch Tags: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(a.servers)+1)
+	go func() { errc <- a.cache.Start(ctx) }()
+	for _, s := range a.servers {
+		go func() { errc <- serve(s.srv, s.ln, s.name) }()
+	}
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, s := range a.servers {
+			_ = s.srv.Shutdown(sctx)
+		}
+	}()
+
+	if !a.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("Tag cache did not sync: %w", ctx.Err())
+	}
+	a.synced.Store(true)
+	if a.converger != nil {
+		go a.converger.Run(ctx)
+	}
+	a.log.WithFields(logrus.Fields{"listen": a.o.Listen, "hostsDir": a.o.HostsDir, "registry": a.o.RegistryURL}).Info("node agent serving")
+
+	// Rebuild on every Tag change, coalesced; and periodically, so a hosts.toml
+	// removed by hand is rewritten.
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	notify()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+		case <-kick:
+			a.rebuild(ctx)
+		case <-tick.C:
+			a.rebuild(ctx)
+		}
+	}
+}
+
+// rebuild recomputes the pin table from the cached Tags, then writes
+// hosts.toml and queues convergence. The table is stored first: containerd
+// must find the pin the moment it is told to ask us.
+func (a *Agent) rebuild(ctx context.Context) {
+	var list v1alpha1.TagList
+	if err := a.cache.List(ctx, &list); err != nil {
+		a.log.WithError(err).Warn("list Tags from cache")
+		return
+	}
+	snap := pins.BuildSnapshot(list.Items)
+	a.table.Store(snap)
+	a.pinsGauge.Set(float64(snap.Len()))
+	if err := a.hosts.Sync(snap.Registries()); err != nil {
+		msg := err.Error()
+		a.lastSyncErr.Store(&msg)
+		a.log.WithError(err).Error("write hosts.toml")
+	} else {
+		a.lastSyncErr.Store(nil)
+		a.hostsSynced.Store(true)
+	}
+	if a.converger != nil {
+		a.converger.Update(snap.Pins())
+	}
+}
+
+// NotReady lists why the agent is not ready; empty means ready: the Tag
+// cache has synced, hosts.toml is written, and containerd will read it.
+func (a *Agent) NotReady() []string {
+	var problems []string
+	if !a.synced.Load() {
+		problems = append(problems, "Tag cache not synced")
+	}
+	if !a.hostsSynced.Load() {
+		problems = append(problems, "hosts.toml not written yet")
+	}
+	if e := a.lastSyncErr.Load(); e != nil {
+		problems = append(problems, "last hosts.toml write failed: "+*e)
+	}
+	if !a.report.OK {
+		problems = append(problems, fmt.Sprintf("containerd ignores hosts.toml (%v); fix: %s", a.report.Problems, a.report.Fix))
+	}
+	return problems
+}
+
+// ConvergencePending lists pinned refs whose local image record is not yet
+// at the served digest.
+func (a *Agent) ConvergencePending() []string {
+	if a.converger == nil {
+		return nil
+	}
+	return a.converger.Pending()
+}
+
+// Pins returns the current pin snapshot.
+func (a *Agent) Pins() *pins.Snapshot { return a.table.Load() }
+
+func (a *Agent) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if problems := a.NotReady(); len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, p := range problems {
+				fmt.Fprintln(w, p)
+			}
+			return
+		}
+		fmt.Fprintf(w, "ok: %d pins\n", a.table.Load().Len())
+	})
+	return mux
+}
+
+func serve(s *http.Server, ln net.Listener, name string) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s server: %w", name, err)
+	}
+	return nil
+}
+
+// upstreamFetcher adapts the upstream client to the mirror's by-digest
+// fallback; nodes fetch anonymously (a private image without cache is
+// fetched by containerd itself, with the pod's credentials).
+type upstreamFetcher struct{ c *registryclient.Client }
+
+func (f upstreamFetcher) FetchManifest(ctx context.Context, ref pins.Reference, dgst digest.Digest, _ []string) ([]byte, string, error) {
+	body, d, err := f.c.FetchManifest(ctx, ref, dgst, registryclient.Credentials{})
+	if err != nil {
+		return nil, "", err
+	}
+	return body, d.MediaType, nil
+}
+
+func (f upstreamFetcher) Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string) (*http.Response, error) {
+	return f.c.Open(ctx, ref, method, kind, dgst, accept, rangeHeader, registryclient.Credentials{})
+}
