@@ -38,7 +38,8 @@ type ImageOptions struct {
 	// deflate blocks, still valid gzip). Random content does not compress
 	// anyway, and large layers are then quick to build, also under -race.
 	StoredLayers bool
-	// Platform is "os/arch[/variant]"; default "linux/amd64".
+	// Platform is "os/arch[/variant]"; default "linux/amd64". NoPlatform
+	// is a config that names none (what `crane append` onto scratch makes).
 	Platform string
 	// MediaType is the manifest media type: ocispec.MediaTypeImageManifest
 	// (default) or MediaTypeDockerManifest; config and layer types follow it.
@@ -48,6 +49,9 @@ type ImageOptions struct {
 	// layers follow. Base must have the same MediaType.
 	Base *Image
 }
+
+// NoPlatform as ImageOptions.Platform gives a config without os/architecture.
+const NoPlatform = "none"
 
 // Image is a pushed image manifest and its content.
 type Image struct {
@@ -353,6 +357,9 @@ func randomLayer(i, size, level int) (tarball, gz []byte, err error) {
 
 // parsePlatform reads "os/arch[/variant]".
 func parsePlatform(s string) *ocispec.Platform {
+	if s == NoPlatform {
+		return &ocispec.Platform{}
+	}
 	parts := strings.SplitN(s, "/", 3)
 	p := &ocispec.Platform{OS: parts[0]}
 	if len(parts) > 1 {

@@ -27,7 +27,7 @@ const (
 // its entries (attestations, listed as unknown/unknown, are skipped), for an
 // image manifest the one in its config. Manifest and config are verified
 // against their digests. A manifest whose config is not an image config (an
-// artifact) has no platforms.
+// artifact) or names no os/architecture has no platforms.
 func (c *Client) Platforms(ctx context.Context, ref pins.Reference, d Descriptor, creds Credentials) ([]string, error) {
 	body, desc, err := c.FetchManifest(ctx, ref, d.Digest, creds)
 	if err != nil {
@@ -79,8 +79,10 @@ func (c *Client) Platforms(ctx context.Context, ref pins.Reference, d Descriptor
 		if err := json.Unmarshal(cfg, &p); err != nil {
 			return nil, newError("fetch config", ref.Name()+"@"+m.Config.Digest.String(), fmt.Errorf("decode config: %w", err))
 		}
+		// Platforms are information, not a condition for pinning: an image
+		// built onto scratch may name none, and containerd pulls it anyway.
 		if p.OS == "" || p.Architecture == "" {
-			return nil, newError("fetch config", ref.Name()+"@"+m.Config.Digest.String(), errors.New("config names no os/architecture"))
+			return nil, nil
 		}
 		return []string{p.String()}, nil
 	}

@@ -57,6 +57,10 @@ func TestResolveRealRegistry(t *testing.T) {
 			img := reg.PushImage(t, repo, "v1", registrytest.ImageOptions{MediaType: registrytest.MediaTypeDockerManifest})
 			return img.Descriptor(), []string{"linux/amd64"}
 		}},
+		{name: "config without platform", repo: "team/scratch", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
+			img := reg.PushImage(t, repo, "v1", registrytest.ImageOptions{Platform: registrytest.NoPlatform})
+			return img.Descriptor(), nil
+		}},
 		{name: "multi arch index with attestations", repo: "team/multi", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
 			x := reg.PushIndex(t, repo, "v1", []string{"linux/arm64", "linux/amd64", "linux/arm/v7"}, registrytest.IndexOptions{Attestations: true})
 			return x.Descriptor(), []string{"linux/amd64", "linux/arm/v7", "linux/arm64"}

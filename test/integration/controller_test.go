@@ -111,6 +111,24 @@ func TestMultiArchIndex(t *testing.T) {
 	}
 }
 
+// TestImageWithoutPlatform pins an image whose config names no
+// os/architecture (as `crane append` onto scratch makes): platforms are
+// recorded when present, never a condition for pinning.
+func TestImageWithoutPlatform(t *testing.T) {
+	c := startCluster(t)
+	up := registrytest.New(t, registrytest.Options{})
+	img := up.PushImage(t, "scratch/app", "v1", registrytest.ImageOptions{Platform: registrytest.NoPlatform})
+
+	createTag(t, c, newTag("scratch", up.Host()+"/scratch/app:v1"))
+	tag := waitTag(t, c, "scratch", "pinned without platform", servedIs(1, img.Digest.String()))
+	if g := tag.Status.Generations[0]; len(g.Platforms) != 0 || g.Size != img.Size {
+		t.Fatalf("generation = %+v, want %s with no platforms", g, img.Digest)
+	}
+	if r := condition(tag, v1alpha1.ConditionResolved); r.Status != metav1.ConditionTrue {
+		t.Fatalf("Resolved = %+v, want True", r)
+	}
+}
+
 // TestHistoryLimit keeps the newest generations and never prunes the served one.
 func TestHistoryLimit(t *testing.T) {
 	c := startCluster(t)
