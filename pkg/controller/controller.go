@@ -197,6 +197,7 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 	checker := &check.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
+		APIReader:    mgr.GetAPIReader(),
 		Resolver:     resolver,
 		Recorder:     recorder,
 		Log:          log.WithField("component", "tag-controller"),

@@ -8,15 +8,18 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -43,6 +46,9 @@ type Reconciler struct {
 	// SecretReader reads the one Secret a Tag names, uncached, so the
 	// controller never lists or watches Secrets.
 	SecretReader client.Reader
+	// APIReader re-reads a Tag uncached when a status write conflicted
+	// with another controller's (the manager's API reader); nil: Client.
+	APIReader client.Reader
 	Resolver     Resolver
 	Recorder     events.EventRecorder
 	Log          logrus.FieldLogger
@@ -108,11 +114,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	prune(&tag)
 	r.finish(&tag)
 	if err := r.writeStatus(ctx, &tag, orig); err != nil {
-		if apierrors.IsConflict(err) {
-			// Another controller wrote its fields meanwhile: start over
-			// from the fresh object once the cache has it.
-			return ctrl.Result{RequeueAfter: conflictRetry}, nil
-		}
 		return ctrl.Result{}, err
 	}
 	var res ctrl.Result
@@ -122,10 +123,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return res, nil
 }
 
-// conflictRetry is the wait before a reconcile whose status write
-// conflicted starts over: about the time the watch takes to deliver the
-// write it conflicted with.
-const conflictRetry = 200 * time.Millisecond
 
 // check resolves the upstream tag once and records a generation when the
 // digest moved. A failed check changes neither the history nor the served pin.
@@ -292,19 +289,75 @@ func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
 	}
 }
 
-// writeStatus writes the status when it changed, as an update of the
-// object read: a conflict means another controller wrote its own fields
-// meanwhile, and the caller starts over on the fresh object rather than
-// overwrite them. A Tag deleted meanwhile is not an error.
+// writeStatus writes the status when it changed: first as an update of the
+// object read (one request, the common case); if another controller wrote
+// its own fields meanwhile, this pass's fields are applied to the fresh
+// object instead, so neither the other write nor this check is lost (a
+// retry from scratch would check the upstream again). A Tag deleted
+// meanwhile is not an error.
 func (r *Reconciler) writeStatus(ctx context.Context, tag *v1alpha1.Tag, orig *v1alpha1.TagStatus) error {
 	if equality.Semantic.DeepEqual(orig, &tag.Status) {
 		return nil
 	}
-	if err := r.Client.Status().Update(ctx, tag); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
+	err := r.Client.Status().Update(ctx, tag)
+	if apierrors.IsConflict(err) {
+		_, err = tagstatus.Patch(ctx, r.Client, r.apiReader(), tag.Name, func(fresh *v1alpha1.Tag) {
+			applyOwned(fresh, tag)
+		})
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("update status of Tag %s: %w", tag.Name, err)
 	}
 	return nil
+}
+
+// apiReader reads a Tag uncached for a write that conflicted.
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// applyOwned copies what the check-and-serve controller owns from done (the
+// status this pass computed) onto fresh (the stored Tag), keeping the other
+// controllers' fields. In the history, the caching controller owns the
+// cached flags and the removal of cached generations: a generation cached
+// in done but gone from fresh was pruned by it and stays gone, and one
+// cached in fresh stays even if this pass pruned it as uncached.
+func applyOwned(fresh, done *v1alpha1.Tag) {
+	f, d := &fresh.Status, &done.Status
+	f.ObservedGeneration, f.Image, f.CheckAnnotation = d.ObservedGeneration, d.Image, d.CheckAnnotation
+	f.ServedGeneration, f.ServedDigest, f.LastCheck = d.ServedGeneration, d.ServedDigest, d.LastCheck
+	stored := map[int64]v1alpha1.Generation{}
+	for _, g := range f.Generations {
+		stored[g.Generation] = g
+	}
+	gens := make([]v1alpha1.Generation, 0, len(d.Generations))
+	for _, g := range d.Generations {
+		s, ok := stored[g.Generation]
+		switch {
+		case ok && s.Digest == g.Digest:
+			g.Cached = s.Cached
+		case g.Cached:
+			continue
+		}
+		gens = append(gens, g)
+	}
+	inDone := map[int64]bool{}
+	for _, g := range d.Generations {
+		inDone[g.Generation] = true
+	}
+	for _, g := range f.Generations {
+		if g.Cached && !inDone[g.Generation] {
+			gens = append(gens, g)
+		}
+	}
+	slices.SortFunc(gens, func(a, b v1alpha1.Generation) int { return cmp.Compare(b.Generation, a.Generation) })
+	f.Generations = gens
+	for _, typ := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionResolved, v1alpha1.ConditionConflict} {
+		if c := meta.FindStatusCondition(d.Conditions, typ); c != nil {
+			meta.SetStatusCondition(&f.Conditions, *c)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -288,20 +289,67 @@ func TestRetryAfterSurvivesFailover(t *testing.T) {
 	}
 }
 
-// A status write that conflicts (another controller wrote its fields
-// meanwhile) is started over, not forced over theirs, and is not an error.
-func TestConflictingWriteStartsOver(t *testing.T) {
-	conflicts := 0
-	funcs := &interceptor.Funcs{SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-		conflicts++
-		return apierrors.NewConflict(schema.GroupResource{Group: "tagger.dev", Resource: "tags"}, obj.GetName(), errors.New("the object has been modified"))
-	}}
-	cl := newClient(t, funcs, appTag(nil))
-	clock := t0
-	r, _ := newReconciler(cl, &fakeResolver{digest: d1}, &clock)
-	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "app"}})
-	if err != nil || res.RequeueAfter != conflictRetry || conflicts != 1 {
-		t.Fatalf("result %+v, err %v, conflicts %d; want a quiet requeue after %v", res, err, conflicts, conflictRetry)
+// A status write that conflicts with another controller's is applied to
+// the fresh object: neither write is lost, and the upstream is not checked
+// again.
+func TestConflictingWriteKeepsBoth(t *testing.T) {
+	cases := []struct {
+		name      string
+		meanwhile func(*v1alpha1.Tag) // the caching controller's write
+		wantGens  string
+		wantCache bool
+	}{
+		{"generation 1 cached meanwhile", func(t *v1alpha1.Tag) {
+			t.Status.Generations[0].Cached = true
+			t.Status.Cache = &v1alpha1.CacheStatus{Generation: 1}
+			t.Status.Conditions = append(t.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionCached, Status: metav1.ConditionTrue, Reason: "Cached", LastTransitionTime: metav1.Now()})
+		}, "2 1+", true},
+		{"cached generation 1 pruned meanwhile", func(t *v1alpha1.Tag) {
+			t.Status.Generations = nil
+		}, "2", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conflicts := 0
+			funcs := &interceptor.Funcs{SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				conflicts++
+				var stored v1alpha1.Tag
+				if err := cl.Get(ctx, client.ObjectKeyFromObject(obj), &stored); err != nil {
+					return err
+				}
+				c.meanwhile(&stored)
+				if err := cl.Status().Update(ctx, &stored); err != nil {
+					return err
+				}
+				return apierrors.NewConflict(schema.GroupResource{Group: "tagger.dev", Resource: "tags"}, obj.GetName(), errors.New("the object has been modified"))
+			}}
+			cl := newClient(t, funcs, appTag(func(t *v1alpha1.Tag) {
+				t.Spec.HistoryLimit = 1
+				checked(t, 1, gen(1, d1, true))
+				t.Status.Generations[0].Cached = false
+				t.Annotations = map[string]string{v1alpha1.CheckAnnotation: "now"}
+			}))
+			res := &fakeResolver{digest: d2}
+			clock := t0
+			r, _ := newReconciler(cl, res, &clock)
+			reconcileTag(t, r, "app")
+			st := getTag(t, cl, "app").Status
+			var gens []string
+			for _, g := range st.Generations {
+				s := fmt.Sprint(g.Generation)
+				if g.Cached {
+					s += "+"
+				}
+				gens = append(gens, s)
+			}
+			if conflicts != 1 || res.resolves != 1 || strings.Join(gens, " ") != c.wantGens || st.ServedGeneration != 2 || st.LastCheck.Result != v1alpha1.CheckNewGeneration {
+				t.Fatalf("conflicts %d, resolves %d, history %v, served %d, lastCheck %+v; want 1, 1, %s, 2, NewGeneration",
+					conflicts, res.resolves, gens, st.ServedGeneration, st.LastCheck, c.wantGens)
+			}
+			if hasCache := st.Cache != nil && meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionCached); hasCache != c.wantCache {
+				t.Fatalf("the caching controller's fields kept: %v, want %v (%+v)", hasCache, c.wantCache, st)
+			}
+		})
 	}
 }
 
