@@ -49,9 +49,9 @@ type Reconciler struct {
 	// APIReader re-reads a Tag uncached when a status write conflicted
 	// with another controller's (the manager's API reader); nil: Client.
 	APIReader client.Reader
-	Resolver     Resolver
-	Recorder     events.EventRecorder
-	Log          logrus.FieldLogger
+	Resolver  Resolver
+	Recorder  events.EventRecorder
+	Log       logrus.FieldLogger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -122,7 +122,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	return res, nil
 }
-
 
 // check resolves the upstream tag once and records a generation when the
 // digest moved. A failed check changes neither the history nor the served pin.
