@@ -149,6 +149,44 @@ type CheckStatus struct {
 	// ConsecutiveFailures counts failed checks since the last success; it drives backoff.
 	// +optional
 	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+	// RetryAfter is the wait the upstream asked for (429/503 Retry-After)
+	// with the last failure; the next check waits at least this long.
+	// +optional
+	RetryAfter *metav1.Duration `json:"retryAfter,omitempty"`
+}
+
+// CacheStatus is the caching controller's record of its copies into the
+// bundled registry and of the cache cleanup of a deleted Tag. It lives in
+// status, not in memory, so a new leader resumes the backoff, the failure
+// count and the give-up clock where the last one stopped.
+type CacheStatus struct {
+	// Generation is the generation the current or last copy is of (0: none).
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// CopyStarted is when the first attempt to copy Generation started.
+	// +optional
+	CopyStarted *metav1.Time `json:"copyStarted,omitempty"`
+	// BlobsDone of Blobs, and BytesDone of Bytes, were in the bundled
+	// registry when the last attempt ended.
+	// +optional
+	Blobs int32 `json:"blobs,omitempty"`
+	// +optional
+	BlobsDone int32 `json:"blobsDone,omitempty"`
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
+	// +optional
+	BytesDone int64 `json:"bytesDone,omitempty"`
+	// ConsecutiveFailures counts failed copies since the last success; it
+	// drives the backoff.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+	// NextRetry is when a failed copy is tried again.
+	// +optional
+	NextRetry *metav1.Time `json:"nextRetry,omitempty"`
+	// CleanupStarted is when the first failed cache cleanup of the deleted
+	// Tag happened; the finalizer is released anyway a while after it.
+	// +optional
+	CleanupStarted *metav1.Time `json:"cleanupStarted,omitempty"`
 }
 
 // TagStatus is what the controller observed.
@@ -178,9 +216,12 @@ type TagStatus struct {
 	Generations []Generation `json:"generations,omitempty"`
 	// +optional
 	LastCheck *CheckStatus `json:"lastCheck,omitempty"`
+	// Cache is the caching controller's progress, failures and backoff.
+	// +optional
+	Cache *CacheStatus `json:"cache,omitempty"`
 	// RolledOutGeneration is the served generation workloads were last
 	// restarted for (spec.rollout.restart); a served generation that differs
-	// starts a restart wave.
+	// starts a restart wave. Written only by the restart controller.
 	// +optional
 	RolledOutGeneration int64 `json:"rolledOutGeneration,omitempty"`
 	// CheckAnnotation is the last value of the tagger.dev/check annotation acted on.

@@ -35,6 +35,7 @@ func run() error {
 	kubeQPS := fs.Float64("kube-api-qps", float64(o.KubeAPIQPS), "requests per second to the apiserver (each check writes a status)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the apiserver")
 	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "bundled registry that Tags with spec.cache are copied into (\"\" disables caching)")
+	fs.IntVar(&o.MaxConcurrentCaches, "max-concurrent-caches", o.MaxConcurrentCaches, "Tags copied into the bundled registry at once (the caching controller's workers, apart from the checks)")
 	fs.IntVar(&o.MaxConcurrentCopies, "max-concurrent-copies", o.MaxConcurrentCopies, "blobs in flight per copy into the bundled registry")
 	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "registry webhook receivers listen address (\"0\" disables)")
 	fs.StringVar(&o.WebhookSecret, "webhook-secret", o.WebhookSecret, "namespace/name of the Secret with per-provider webhook secrets (keys dockerhub, quay, github, harbor, generic)")

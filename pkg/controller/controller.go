@@ -1,6 +1,7 @@
 // Package controller assembles the tagger controller process: the manager,
 // leader election, health and metrics endpoints, the upstream client and the
-// Tag reconciler. cmd/controller only parses flags and calls Run; tests and
+// three Tag controllers (check-and-serve, caching, workload restarts), each
+// with its own workers so long copies and restart waves never hold up a check. cmd/controller only parses flags and calls Run; tests and
 // the demo run the same code in-process.
 package controller
 
@@ -18,7 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -26,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/controller/cache"
 	"github.com/tagger-project/tagger/pkg/controller/check"
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
@@ -44,6 +46,9 @@ type Options struct {
 	LeaderElectionNamespace string
 	LeaderElectionID        string
 	MaxConcurrentChecks     int
+	// MaxConcurrentCaches bounds the Tags copied into the bundled registry
+	// at once (the caching controller's workers).
+	MaxConcurrentCaches int
 	// PlainHTTPRegistries are registry hosts reached over http:// (in-cluster
 	// or test registries); every other registry is https. Entries are
 	// path.Match patterns ("127.0.0.1:*", "*.svc.cluster.local:5000").
@@ -95,6 +100,7 @@ func DefaultOptions() Options {
 		LeaderElectionNamespace: "tagger-system",
 		LeaderElectionID:        "tagger-controller.tagger.dev",
 		MaxConcurrentChecks:     8,
+		MaxConcurrentCaches:     cache.DefaultMaxConcurrent,
 		UpstreamTimeout:         30 * time.Second,
 		RegistryQPS:             ratelimit.DefaultRegistryQPS,
 		RestartQPS:              float64(restart.DefaultQPS),
@@ -110,6 +116,9 @@ var copyMetrics = sync.OnceValue(func() *imagecopy.Metrics { return imagecopy.Ne
 func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) error {
 	if o.MaxConcurrentChecks < 1 {
 		return fmt.Errorf("--max-concurrent-checks must be at least 1, got %d", o.MaxConcurrentChecks)
+	}
+	if o.MaxConcurrentCaches < 1 {
+		return fmt.Errorf("--max-concurrent-caches must be at least 1, got %d", o.MaxConcurrentCaches)
 	}
 	ctrl.SetLogger(logging.Logr(log))
 	// client-go's default (5/s, burst 10) would cap the controller at about
@@ -132,7 +141,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		LeaderElectionReleaseOnCancel: true,
 		// managedFields are a large share of every cached object and never
 		// read here (status writes are Updates, the rest merge patches).
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache: ctrlcache.Options{DefaultTransform: ctrlcache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -163,23 +172,47 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		PlainHTTP:  plain,
 		UserAgent:  "tagger-controller",
 	}), ratelimit.Options{RegistryQPS: o.RegistryQPS, Burst: o.RegistryBurst, Metrics: metrics.Registry})
+	if err := addControllers(ctx, mgr, o, resolver, plain, log); err != nil {
+		return err
+	}
+	if err := addWebhooks(ctx, mgr, o, log); err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{"metrics": metricsAddr, "health": o.HealthAddr, "leaderElect": o.LeaderElect}).Info("starting tagger controller")
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// restartWorkers is the restart controller's workers: waves share one
+// rate limit (--restart-qps), so more would only queue on it.
+const restartWorkers = 2
+
+// addControllers sets up the three Tag controllers. They share the
+// manager's cache and one Event recorder; each writes only its own status
+// fields (docs/design.md, "Controllers").
+func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolver check.Resolver, plain func(string) bool, log *logrus.Logger) error {
 	recorder := mgr.GetEventRecorder("tagger-controller")
-	r := &check.Reconciler{
+	checker := &check.Reconciler{
 		Client:       mgr.GetClient(),
 		SecretReader: mgr.GetAPIReader(),
-		TagLister:    mgr.GetAPIReader(),
+		APIReader:    mgr.GetAPIReader(),
 		Resolver:     resolver,
 		Recorder:     recorder,
-		// Workload informers start on the first restart wave, not before.
-		Restarter: &restart.Restarter{
-			Client: mgr.GetClient(), Recorder: recorder,
-			QPS: rate.Limit(o.RestartQPS), Burst: o.RestartBurst,
-			Log: log.WithField("component", "rollout"),
-		},
-		Log: log.WithField("component", "tag-controller"),
+		Log:          log.WithField("component", "tag-controller"),
+	}
+	if err := checker.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
+		return fmt.Errorf("set up Tag check-and-serve controller: %w", err)
+	}
+	cacher := &cache.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+		Log:       log.WithField("component", "cache-controller"),
 	}
 	if o.RegistryURL != "" {
-		r.Cacher = &imagecopy.Copier{
+		cacher.Copier = &imagecopy.Copier{
 			// No overall timeout: a layer streams within one request; the
 			// copy's context bounds it.
 			Upstream:      registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
@@ -189,15 +222,22 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 			Log:           log.WithField("component", "copy"),
 		}
 	}
-	if err := r.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
-		return fmt.Errorf("set up Tag controller: %w", err)
+	if err := cacher.SetupWithManager(mgr, o.MaxConcurrentCaches); err != nil {
+		return fmt.Errorf("set up Tag caching controller: %w", err)
 	}
-	if err := addWebhooks(ctx, mgr, o, log); err != nil {
-		return err
+	restarter := &restart.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		// Workload informers start on the first restart wave, not before.
+		Waver: &restart.Restarter{
+			Client: mgr.GetClient(), Recorder: recorder,
+			QPS: rate.Limit(o.RestartQPS), Burst: o.RestartBurst,
+			Log: log.WithField("component", "rollout"),
+		},
+		Log: log.WithField("component", "restart-controller"),
 	}
-	log.WithFields(logrus.Fields{"metrics": metricsAddr, "health": o.HealthAddr, "leaderElect": o.LeaderElect}).Info("starting tagger controller")
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("run manager: %w", err)
+	if err := restarter.SetupWithManager(mgr, restartWorkers); err != nil {
+		return fmt.Errorf("set up Tag restart controller: %w", err)
 	}
 	return nil
 }

@@ -19,12 +19,8 @@ var (
 		Name: "tagger_generations_total",
 		Help: "Generations recorded across all Tags.",
 	})
-	cachedGenerations = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "tagger_cached_generations",
-		Help: "Generations whose whole tree is in the bundled registry, across all Tags.",
-	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(checksTotal, checkDuration, generationsTotal, cachedGenerations)
+	metrics.Registry.MustRegister(checksTotal, checkDuration, generationsTotal)
 }

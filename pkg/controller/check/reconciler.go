@@ -1,17 +1,20 @@
-// Package check reconciles Tags: it checks the upstream tag, records a
-// generation when the digest moved, chooses the served generation, prunes the
-// history and reports conditions, Events and metrics. It is level-based: every
-// decision is derived from the Tag's spec and status, so a restart loses nothing.
+// Package check is the check-and-serve controller: it checks the upstream
+// tag, records a generation when the digest moved, chooses the served
+// generation, prunes the history and reports conditions, Events and metrics.
+// It does no long work: cache copies (pkg/controller/cache) and workload
+// restarts (pkg/controller/restart) are controllers of their own that react
+// to what this one writes. It is level-based: every decision is derived from
+// the Tag's spec and status, so a restart or a failover loses nothing.
 package check
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"slices"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
-	"github.com/tagger-project/tagger/pkg/controller/restart"
+	"github.com/tagger-project/tagger/pkg/controller/pullsecret"
+	"github.com/tagger-project/tagger/pkg/controller/tagstatus"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
@@ -36,17 +39,6 @@ type Resolver interface {
 	Platforms(ctx context.Context, ref pins.Reference, d registryclient.Descriptor, creds registryclient.Credentials) ([]string, error)
 }
 
-// Cacher copies a generation's whole tree into the bundled registry (pkg/controller/imagecopy).
-type Cacher interface {
-	Copy(ctx context.Context, src pins.Reference, root digest.Digest, creds registryclient.Credentials, tag string) (imagecopy.Progress, error)
-	Prune(ctx context.Context, cacheRepo string, drop []digest.Digest, keep imagecopy.KeepFunc) (imagecopy.PruneResult, error)
-}
-
-// Restarter restarts the workloads using a Tag's image (pkg/controller/restart).
-type Restarter interface {
-	Restart(ctx context.Context, tag *v1alpha1.Tag, reason string, namespaceSelector, selector *metav1.LabelSelector) (restart.Result, error)
-}
-
 // Reconciler reconciles Tag objects.
 type Reconciler struct {
 	// Client reads Tags from the cache and writes their status.
@@ -54,26 +46,14 @@ type Reconciler struct {
 	// SecretReader reads the one Secret a Tag names, uncached, so the
 	// controller never lists or watches Secrets.
 	SecretReader client.Reader
-	// TagLister lists Tags uncached for a cache prune's keep list (the
-	// manager's API reader); nil: Client.
-	TagLister client.Reader
+	// APIReader re-reads a Tag uncached when a status write conflicted
+	// with another controller's (the manager's API reader); nil: Client.
+	APIReader client.Reader
 	Resolver  Resolver
 	Recorder  events.EventRecorder
-	// Cacher copies generations of Tags with spec.cache into the bundled
-	// registry; nil: caching is not configured (--registry-url).
-	Cacher Cacher
-	// Restarter restarts workloads on a served-generation change for Tags
-	// with spec.rollout.restart; nil disables restarts.
-	Restarter Restarter
 	Log       logrus.FieldLogger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-
-	mu           sync.Mutex
-	retryAfter   map[string]time.Duration // upstream-requested waits, per Tag name
-	copyFailures map[string]int32         // consecutive failed copies, per Tag name
-	cachedPerTag map[string]int           // cached generations, per Tag name (for the gauge)
-	cleanupSince map[string]time.Time     // first failed cache cleanup of a deleted Tag
 }
 
 func (r *Reconciler) now() time.Time {
@@ -88,19 +68,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var tag v1alpha1.Tag
 	if err := r.Client.Get(ctx, req.NamespacedName, &tag); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.setRetryAfter(req.Name, 0)
-			r.forgetCache(req.Name)
-			r.forgetCleanup(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
 	}
 	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
 	if !tag.DeletionTimestamp.IsZero() {
-		return r.finalize(ctx, &tag, log)
-	}
-	if err := r.ensureFinalizer(ctx, &tag); err != nil {
-		return ctrl.Result{}, err
+		// The caching controller removes its copies; nothing is served.
+		return ctrl.Result{}, nil
 	}
 	orig := tag.Status.DeepCopy()
 	st := &tag.Status
@@ -131,40 +106,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.setCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict", "no older Tag pins "+ref.String())
 
-	if reason := checkDue(&tag, now, r.getRetryAfter(tag.Name)); reason != "" {
+	if reason := checkDue(&tag, now); reason != "" {
 		log.WithField("reason", string(reason)).Debug("checking upstream")
 		r.check(ctx, &tag, ref, now, log)
 	}
 	r.serve(&tag, log)
-	r.prune(ctx, &tag, log)
-	if r.copyPending(&tag) {
-		// A copy can take minutes: record the check and the pin first, so
-		// nodes serve a new generation (from the upstream) meanwhile and a
-		// controller that dies mid-copy has lost no generation.
-		r.finish(&tag)
-		if err := r.writeStatus(ctx, &tag, orig); err != nil {
-			return ctrl.Result{}, err
-		}
-		orig = tag.Status.DeepCopy()
-	}
-	cacheRetry := r.cache(ctx, &tag, ref, log)
-	rolloutErr := r.rollout(ctx, &tag, log)
+	prune(&tag)
 	r.finish(&tag)
 	if err := r.writeStatus(ctx, &tag, orig); err != nil {
 		return ctrl.Result{}, err
 	}
-	if rolloutErr != nil {
-		// Retried with the controller's backoff; restarts already done are
-		// not repeated (pkg/controller/restart is idempotent per generation).
-		return ctrl.Result{}, rolloutErr
-	}
-
 	var res ctrl.Result
-	if next := nextCheck(&tag, r.getRetryAfter(tag.Name)); !next.IsZero() {
+	if next := nextCheck(&tag); !next.IsZero() {
 		res.RequeueAfter = max(next.Sub(r.now()), time.Second)
-	}
-	if cacheRetry > 0 && (res.RequeueAfter == 0 || cacheRetry < res.RequeueAfter) {
-		res.RequeueAfter = cacheRetry
 	}
 	return res, nil
 }
@@ -182,14 +136,14 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 			failures = st.LastCheck.ConsecutiveFailures + 1
 		}
 		st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: v1alpha1.CheckFailed, Message: err.Error(), ConsecutiveFailures: failures}
-		wait, _ := registryclient.RetryAfter(err)
-		r.setRetryAfter(tag.Name, wait)
+		if wait, ok := registryclient.RetryAfter(err); ok && wait > 0 {
+			st.LastCheck.RetryAfter = &metav1.Duration{Duration: wait}
+		}
 		r.setCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
 		checksTotal.WithLabelValues(v1alpha1.CheckFailed).Inc()
 		log.WithError(err).WithField("failures", failures).Warn("upstream check failed; pin unchanged")
 		return
 	}
-	r.setRetryAfter(tag.Name, 0)
 	history, added := pins.Record(st.Generations, obs, metav1.NewTime(now))
 	result := v1alpha1.CheckUnchanged
 	msg := fmt.Sprintf("%s is still %s", ref, obs.Digest)
@@ -210,7 +164,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 // observe does the upstream I/O of one check: a HEAD, and for a digest not
 // seen before, one read of its platforms.
 func (r *Reconciler) observe(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (pins.Observation, error) {
-	creds, err := r.credentials(ctx, tag, ref)
+	creds, err := pullsecret.Credentials(ctx, r.SecretReader, tag, ref)
 	if err != nil {
 		return pins.Observation{}, err
 	}
@@ -229,36 +183,8 @@ func (r *Reconciler) observe(ctx context.Context, tag *v1alpha1.Tag, ref pins.Re
 	return obs, nil
 }
 
-// credentials reads the dockerconfigjson Secret the Tag names, if any.
-func (r *Reconciler) credentials(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (registryclient.Credentials, error) {
-	sr := tag.Spec.PullSecretRef
-	if sr == nil {
-		return registryclient.Credentials{}, nil
-	}
-	var sec corev1.Secret
-	if err := r.SecretReader.Get(ctx, client.ObjectKey{Namespace: sr.Namespace, Name: sr.Name}, &sec); err != nil {
-		return registryclient.Credentials{}, &secretError{fmt.Errorf("read pull secret %s/%s: %w", sr.Namespace, sr.Name, err)}
-	}
-	data, ok := sec.Data[corev1.DockerConfigJsonKey]
-	if !ok {
-		return registryclient.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s has no %s key (want type %s)", sr.Namespace, sr.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}
-	}
-	creds, found, err := registryclient.CredentialsFromDockerConfig(data, ref.Registry)
-	if err != nil {
-		return registryclient.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s: %w", sr.Namespace, sr.Name, err)}
-	}
-	if !found {
-		return registryclient.Credentials{}, &secretError{fmt.Errorf("pull secret %s/%s has no credentials for %s", sr.Namespace, sr.Name, ref.Registry)}
-	}
-	return creds, nil
-}
-
-type secretError struct{ error }
-
-func (e *secretError) Unwrap() error { return e.error }
-
 func failureReason(err error) string {
-	var se *secretError
+	var se *pullsecret.Error
 	switch {
 	case errors.As(err, &se):
 		return "PullSecretError"
@@ -310,33 +236,6 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 	}
 }
 
-// rollout restarts the workloads using the image when the served generation
-// moved since the last wave. The first generation served only sets the
-// baseline: pinning what is running restarts nothing.
-func (r *Reconciler) rollout(ctx context.Context, tag *v1alpha1.Tag, log logrus.FieldLogger) error {
-	st := &tag.Status
-	ro := tag.Spec.Rollout
-	if r.Restarter == nil || ro == nil || !ro.Restart || st.ServedGeneration == 0 {
-		return nil
-	}
-	if st.RolledOutGeneration == 0 {
-		st.RolledOutGeneration = st.ServedGeneration
-		return nil
-	}
-	if st.RolledOutGeneration == st.ServedGeneration {
-		return nil
-	}
-	reason := fmt.Sprintf("served generation %d -> %d", st.RolledOutGeneration, st.ServedGeneration)
-	res, err := r.Restarter.Restart(ctx, tag, reason, ro.NamespaceSelector, ro.Selector)
-	if err != nil {
-		log.WithError(err).WithField("restarted", len(res.Restarted)).Warn("workload restart wave incomplete; retrying")
-		return fmt.Errorf("restart workloads for Tag %s generation %d: %w", tag.Name, st.ServedGeneration, err)
-	}
-	log.WithFields(logrus.Fields{"generation": st.ServedGeneration, "restarted": len(res.Restarted), "skipped": len(res.Skipped)}).Info("restarted workloads")
-	st.RolledOutGeneration = st.ServedGeneration
-	return nil
-}
-
 func historyRange(h []v1alpha1.Generation) string {
 	if len(h) == 0 {
 		return "the history is empty"
@@ -344,46 +243,43 @@ func historyRange(h []v1alpha1.Generation) string {
 	return fmt.Sprintf("recorded: %d..%d, %d kept", h[len(h)-1].Generation, h[0].Generation, len(h))
 }
 
-func (r *Reconciler) prune(ctx context.Context, tag *v1alpha1.Tag, log logrus.FieldLogger) {
+// prune drops the generations beyond spec.historyLimit (never the served
+// one). Cached ones stay for the caching controller, which deletes their
+// copies from the bundled registry before it drops them, so no copy is
+// forgotten in status before it is gone.
+func prune(tag *v1alpha1.Tag) {
 	limit := int(tag.Spec.HistoryLimit)
 	if limit == 0 {
 		limit = v1alpha1.DefaultHistoryLimit
 	}
-	var pruned []v1alpha1.Generation
-	tag.Status.Generations, pruned = pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
-	// A failed prune is reported (Event, log) by pruneCache; the manifests
-	// it could not delete only cost space in the bundled registry.
-	_ = r.pruneCache(ctx, tag, pruned, tag.Status.Generations, log)
+	kept, pruned := pins.Prune(tag.Status.Generations, limit, tag.Status.ServedGeneration)
+	if len(pruned) == 0 {
+		return
+	}
+	drop := map[int64]bool{}
+	for _, g := range pruned {
+		drop[g.Generation] = !g.Cached
+	}
+	gens := make([]v1alpha1.Generation, 0, len(kept))
+	for _, g := range tag.Status.Generations {
+		if !drop[g.Generation] {
+			gens = append(gens, g)
+		}
+	}
+	tag.Status.Generations = gens
 }
 
-// finish fills the derived status fields the printer columns show.
+// finish fills the status fields that record what this pass acted on,
+// and the derived printer-column fields.
 func (r *Reconciler) finish(tag *v1alpha1.Tag) {
 	st := &tag.Status
 	st.ObservedGeneration = tag.Generation
 	st.CheckAnnotation = tag.Annotations[v1alpha1.CheckAnnotation]
-	st.LatestGeneration = 0
-	if g, ok := pins.Newest(st.Generations); ok {
-		st.LatestGeneration = g.Generation
-	}
-	st.ServedShortDigest = shortDigest(st.ServedDigest)
-	st.CachedServed = false
-	if g, ok := pins.Find(st.Generations, st.ServedGeneration); ok {
-		st.CachedServed = g.Cached
-	}
-}
-
-func shortDigest(d string) string {
-	const n = len("sha256:") + 12
-	if len(d) > n {
-		return d[:n]
-	}
-	return d
+	tagstatus.Derive(tag)
 }
 
 func (r *Reconciler) setCondition(tag *v1alpha1.Tag, typ string, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&tag.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: tag.Generation,
-	})
+	tagstatus.SetCondition(tag, typ, status, reason, msg)
 }
 
 func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
@@ -392,37 +288,75 @@ func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
 	}
 }
 
-// writeStatus writes the status when it changed. A Tag deleted meanwhile is
-// not an error; a conflict is returned so the request is retried on the
-// fresh object.
+// writeStatus writes the status when it changed: first as an update of the
+// object read (one request, the common case); if another controller wrote
+// its own fields meanwhile, this pass's fields are applied to the fresh
+// object instead, so neither the other write nor this check is lost (a
+// retry from scratch would check the upstream again). A Tag deleted
+// meanwhile is not an error.
 func (r *Reconciler) writeStatus(ctx context.Context, tag *v1alpha1.Tag, orig *v1alpha1.TagStatus) error {
 	if equality.Semantic.DeepEqual(orig, &tag.Status) {
 		return nil
 	}
-	if err := r.Client.Status().Update(ctx, tag); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
+	err := r.Client.Status().Update(ctx, tag)
+	if apierrors.IsConflict(err) {
+		_, err = tagstatus.Patch(ctx, r.Client, r.apiReader(), tag.Name, func(fresh *v1alpha1.Tag) {
+			applyOwned(fresh, tag)
+		})
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("update status of Tag %s: %w", tag.Name, err)
 	}
 	return nil
 }
 
-func (r *Reconciler) getRetryAfter(name string) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.retryAfter[name]
+// apiReader reads a Tag uncached for a write that conflicted.
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }
 
-func (r *Reconciler) setRetryAfter(name string, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d <= 0 {
-		delete(r.retryAfter, name)
-		return
+// applyOwned copies what the check-and-serve controller owns from done (the
+// status this pass computed) onto fresh (the stored Tag), keeping the other
+// controllers' fields. In the history, the caching controller owns the
+// cached flags and the removal of cached generations: a generation cached
+// in done but gone from fresh was pruned by it and stays gone, and one
+// cached in fresh stays even if this pass pruned it as uncached.
+func applyOwned(fresh, done *v1alpha1.Tag) {
+	f, d := &fresh.Status, &done.Status
+	f.ObservedGeneration, f.Image, f.CheckAnnotation = d.ObservedGeneration, d.Image, d.CheckAnnotation
+	f.ServedGeneration, f.ServedDigest, f.LastCheck = d.ServedGeneration, d.ServedDigest, d.LastCheck
+	stored := map[int64]v1alpha1.Generation{}
+	for _, g := range f.Generations {
+		stored[g.Generation] = g
 	}
-	if r.retryAfter == nil {
-		r.retryAfter = map[string]time.Duration{}
+	gens := make([]v1alpha1.Generation, 0, len(d.Generations))
+	for _, g := range d.Generations {
+		s, ok := stored[g.Generation]
+		switch {
+		case ok && s.Digest == g.Digest:
+			g.Cached = s.Cached
+		case g.Cached:
+			continue
+		}
+		gens = append(gens, g)
 	}
-	r.retryAfter[name] = d
+	inDone := map[int64]bool{}
+	for _, g := range d.Generations {
+		inDone[g.Generation] = true
+	}
+	for _, g := range f.Generations {
+		if g.Cached && !inDone[g.Generation] {
+			gens = append(gens, g)
+		}
+	}
+	slices.SortFunc(gens, func(a, b v1alpha1.Generation) int { return cmp.Compare(b.Generation, a.Generation) })
+	f.Generations = gens
+	for _, typ := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionResolved, v1alpha1.ConditionConflict} {
+		if c := meta.FindStatusCondition(d.Conditions, typ); c != nil {
+			meta.SetStatusCondition(&f.Conditions, *c)
+		}
+	}
 }

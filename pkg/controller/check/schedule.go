@@ -45,16 +45,19 @@ func jitter(uid string, last time.Time) float64 {
 
 // nextCheck is when the next check is due, given the Tag's status (zero: none
 // is scheduled). A failed check retries with backoff (or the upstream's
-// Retry-After, whichever is later); a successful one waits checkInterval,
+// Retry-After recorded in lastCheck, whichever is later); a successful one waits checkInterval,
 // jittered into [0.9, 1.1) of it.
-func nextCheck(tag *v1alpha1.Tag, retryAfter time.Duration) time.Time {
+func nextCheck(tag *v1alpha1.Tag) time.Time {
 	lc := tag.Status.LastCheck
 	if lc == nil {
 		return time.Time{}
 	}
 	last := lc.Time.Time
 	if lc.Result == v1alpha1.CheckFailed {
-		wait := max(backoff(lc.ConsecutiveFailures), retryAfter)
+		wait := backoff(lc.ConsecutiveFailures)
+		if lc.RetryAfter != nil {
+			wait = max(wait, lc.RetryAfter.Duration)
+		}
 		return last.Add(wait)
 	}
 	if tag.Spec.CheckInterval == nil || tag.Spec.CheckInterval.Duration <= 0 {
@@ -66,7 +69,7 @@ func nextCheck(tag *v1alpha1.Tag, retryAfter time.Duration) time.Time {
 }
 
 // checkDue decides whether the upstream must be checked now and why.
-func checkDue(tag *v1alpha1.Tag, now time.Time, retryAfter time.Duration) checkReason {
+func checkDue(tag *v1alpha1.Tag, now time.Time) checkReason {
 	st := tag.Status
 	switch {
 	case st.LastCheck == nil:
@@ -76,7 +79,7 @@ func checkDue(tag *v1alpha1.Tag, now time.Time, retryAfter time.Duration) checkR
 	case tag.Annotations[v1alpha1.CheckAnnotation] != st.CheckAnnotation:
 		return dueAnnotation
 	}
-	next := nextCheck(tag, retryAfter)
+	next := nextCheck(tag)
 	if next.IsZero() || now.Before(next) {
 		return ""
 	}

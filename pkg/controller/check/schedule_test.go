@@ -67,7 +67,10 @@ func TestCheckDue(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tg := base()
 			c.mutate(tg)
-			if got := checkDue(tg, c.now, c.retry); got != c.want {
+			if c.retry > 0 {
+				tg.Status.LastCheck.RetryAfter = &metav1.Duration{Duration: c.retry}
+			}
+			if got := checkDue(tg, c.now); got != c.want {
 				t.Fatalf("checkDue = %q, want %q", got, c.want)
 			}
 		})
@@ -85,11 +88,11 @@ func TestNextCheckSpreads(t *testing.T) {
 			Spec:       v1alpha1.TagSpec{CheckInterval: &metav1.Duration{Duration: iv}},
 			Status:     v1alpha1.TagStatus{LastCheck: &v1alpha1.CheckStatus{Time: metav1.NewTime(t0)}},
 		}
-		n := nextCheck(tg, 0)
+		n := nextCheck(tg)
 		if n.Before(lo) || !n.Before(hi) {
 			t.Fatalf("nextCheck = %v, outside [%v, %v)", n, lo, hi)
 		}
-		if again := nextCheck(tg, 0); !again.Equal(n) {
+		if again := nextCheck(tg); !again.Equal(n) {
 			t.Fatalf("nextCheck not stable: %v then %v", n, again)
 		}
 		buckets[int(n.Sub(lo)/(iv/50))]++

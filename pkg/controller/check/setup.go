@@ -26,13 +26,11 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, max
 	if err := tagindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
-	// Status writes are ours: only spec (generation) and annotation changes,
-	// creates, deletions and deletes start a reconcile; timed re-checks come from RequeueAfter.
-	// Deletion too: a Tag with the cache finalizer needs its cleanup run.
-	deleting := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
-	}}
-	changed := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deleting)
+	// Status writes (ours and the other controllers') start nothing: only
+	// creates and spec (generation) and annotation changes do; timed
+	// re-checks come from RequeueAfter. A deleted Tag is the caching
+	// controller's to clean up.
+	changed := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{})
 	// A Tag appearing or going away can change who wins its image.
 	createDelete := predicate.Funcs{
 		CreateFunc:  func(event.CreateEvent) bool { return true },

@@ -1,4 +1,4 @@
-package check
+package cache
 
 import (
 	"context"
@@ -7,23 +7,19 @@ import (
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/controller/tagstatus"
 )
-
-// cleanupGiveUp is how long a deleted Tag's cache cleanup is retried before
-// the finalizer is released anyway: a bundled registry that stays down must
-// not keep a Tag (and an uninstall) from going away. What could not be
-// deleted is logged and reported in an Event.
-const cleanupGiveUp = 10 * time.Minute
 
 // needsFinalizer: the Tag's generations are, or are about to be, copied
 // into the bundled registry.
 func (r *Reconciler) needsFinalizer(tag *v1alpha1.Tag) bool {
-	if r.Cacher == nil {
+	if r.Copier == nil {
 		return false
 	}
 	if tag.Spec.Cache {
@@ -54,21 +50,17 @@ func (r *Reconciler) ensureFinalizer(ctx context.Context, tag *v1alpha1.Tag) err
 // finalize runs for a Tag being deleted: it removes every cached generation
 // of the Tag from the bundled registry (manifests other Tags still keep
 // stay), then releases the finalizer. A failing registry is retried with
-// backoff for cleanupGiveUp, then given up on loudly.
+// backoff for cleanupGiveUp from status.cache.cleanupStarted (so a new
+// leader keeps the same clock), then given up on loudly.
 func (r *Reconciler) finalize(ctx context.Context, tag *v1alpha1.Tag, log logrus.FieldLogger) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(tag, v1alpha1.CacheFinalizer) {
+		r.setCached(tag.Name, nil)
 		return ctrl.Result{}, nil
 	}
-	var err error
-	if r.Cacher == nil {
+	if r.Copier == nil {
 		log.Warn("Tag deleted but the controller runs without --registry-url: its copies in the bundled registry are left in place")
-	} else {
-		err = r.pruneCache(ctx, tag, tag.Status.Generations, nil, log)
-	}
-	if err != nil {
-		first := r.cleanupFailed(tag.Name)
-		if since := r.now().Sub(first); since < cleanupGiveUp {
-			wait := backoff(r.recordCopy(tag.Name, 1))
+	} else if err := r.pruneCache(ctx, tag, tag.Status.Generations, nil, log); err != nil {
+		if wait, retry := r.cleanupFailed(ctx, tag); retry {
 			log.WithError(err).WithField("retryIn", wait.String()).Warn("cache cleanup of deleted Tag failed; the Tag stays until it succeeds or gives up")
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
@@ -76,7 +68,7 @@ func (r *Reconciler) finalize(ctx context.Context, tag *v1alpha1.Tag, log logrus
 			cleanupGiveUp, tag.Name, err)
 		r.event(tag, corev1.EventTypeWarning, "CacheCleanupAbandoned", "Finalize", msg)
 		log.WithError(err).Error("cache cleanup of deleted Tag abandoned; releasing the finalizer")
-	} else if r.Cacher != nil {
+	} else {
 		log.Info("removed the deleted Tag's copies from the bundled registry")
 	}
 	base := tag.DeepCopy()
@@ -87,27 +79,32 @@ func (r *Reconciler) finalize(ctx context.Context, tag *v1alpha1.Tag, log logrus
 		}
 		return ctrl.Result{}, fmt.Errorf("remove finalizer %s from Tag %s: %w", v1alpha1.CacheFinalizer, tag.Name, err)
 	}
-	r.forgetCleanup(tag.Name)
-	r.forgetCache(tag.Name)
+	r.setCached(tag.Name, nil)
 	return ctrl.Result{}, nil
 }
 
-// cleanupFailed records a failed cleanup and returns when the first one was.
-func (r *Reconciler) cleanupFailed(name string) time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cleanupSince == nil {
-		r.cleanupSince = map[string]time.Time{}
+// cleanupFailed records a failed cleanup in status and says whether to
+// retry, and when. The give-up clock starts at the first failure.
+func (r *Reconciler) cleanupFailed(ctx context.Context, tag *v1alpha1.Tag) (time.Duration, bool) {
+	now := r.now()
+	cs := tag.Status.Cache
+	if cs != nil && cs.CleanupStarted != nil && now.Sub(cs.CleanupStarted.Time) >= cleanupGiveUp {
+		return 0, false
 	}
-	if t, ok := r.cleanupSince[name]; ok {
-		return t
+	var wait time.Duration
+	_, err := tagstatus.Patch(ctx, r.Client, r.APIReader, tag.Name, func(t *v1alpha1.Tag) {
+		cs := copyStatus(t)
+		if cs.CleanupStarted == nil {
+			cs.CleanupStarted = &metav1.Time{Time: now.Truncate(time.Second)}
+			cs.ConsecutiveFailures = 0
+		}
+		cs.ConsecutiveFailures++
+		wait = backoff(cs.ConsecutiveFailures)
+	})
+	if err != nil {
+		// The clock could not be stored; retry soon rather than give up on
+		// a clock that never started.
+		return minBackoff, true
 	}
-	r.cleanupSince[name] = r.now()
-	return r.cleanupSince[name]
-}
-
-func (r *Reconciler) forgetCleanup(name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.cleanupSince, name)
+	return wait, true
 }
