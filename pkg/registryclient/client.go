@@ -1,5 +1,10 @@
-// Package registryclient is the controller's client for upstream registries. It
-// resolves a tag the way containerd does (one HEAD with containerd's Accept
+// Package registryclient is tagger's one client of the distribution API,
+// shared by the controller's checks, the cache copier, the node's mirror and
+// the tests. Client talks to upstream registries; Endpoint (endpoint.go)
+// reads and pushes by descriptor at the bundled registry; every failure is
+// an *Error carrying the HTTP status and Retry-After.
+//
+// Client resolves a tag the way containerd does (one HEAD with containerd's Accept
 // list, so a multi-arch image resolves to its index), reads manifests and
 // image configs by digest, verifying every byte against its digest, and
 // handles registry authentication: anonymous, Basic, and Bearer tokens,
