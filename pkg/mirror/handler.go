@@ -8,16 +8,16 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // Handler serves the mirror API. It is safe for concurrent use.
 type Handler struct {
 	table    *pins.Table
-	registry string // base URL without trailing '/', or ""
+	bundled  *registryclient.Endpoint // nil: no bundled registry
 	upstream ManifestFetcher
 	content  ContentOpener
 	strict   func(registry string) bool
-	client   *http.Client
 	metrics  *Metrics
 	cache    *manifestCache // nil: disabled
 	log      logrus.FieldLogger

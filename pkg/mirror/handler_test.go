@@ -243,8 +243,8 @@ func TestNew(t *testing.T) {
 			if err != nil && strings.Contains(err.Error(), "u:p@") {
 				t.Errorf("error leaks credentials: %v", err)
 			}
-			if tc.ok && strings.HasSuffix(h.registry, "/") {
-				t.Errorf("registry %q keeps a trailing slash", h.registry)
+			if tc.ok && h.bundled != nil && strings.HasSuffix(h.bundled.URL(), "/") {
+				t.Errorf("registry %q keeps a trailing slash", h.bundled.URL())
 			}
 		})
 	}

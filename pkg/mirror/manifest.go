@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // maxManifestSize bounds what is read of a manifest, as containerd does.
@@ -166,7 +167,7 @@ func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, accep
 	dgst := digest.Digest(p.Digest)
 	key := cacheKey{p.Ref.Registry, p.Ref.Repository, p.Digest}
 	bundledErr := errNoRegistry
-	if h.registry != "" {
+	if h.bundled != nil {
 		body, ct, err := h.bundledManifest(ctx, p, acceptHdr)
 		if err == nil {
 			err = verify(body, dgst, p.Size)
@@ -215,25 +216,19 @@ var (
 // registry, forwarding containerd's Accept; it returns the body and the
 // registry's Content-Type.
 func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []string) ([]byte, string, error) {
-	u := h.registry + "/v2/" + p.Ref.CacheRepository() + "/manifests/" + p.Digest
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	dgst := digest.Digest(p.Digest)
+	resp, err := h.bundled.Open(ctx, http.MethodGet, p.Ref.CacheRepository(), "manifests", dgst, accept, "", userAgent)
 	if err != nil {
-		return nil, "", fmt.Errorf("get %s: %w", u, err)
-	}
-	req.Header["Accept"] = accept
-	req.Header.Set("Accept-Encoding", "identity")
-	req.Header.Set("User-Agent", userAgent)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return nil, "", fmt.Errorf("get %s: %w", u, err)
+		return nil, "", err
 	}
 	defer func() { _ = resp.Body.Close() }()
+	name := p.Ref.CacheRepository() + "@" + p.Digest
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
 		return nil, "", errNotCached
 	default:
-		return nil, "", fmt.Errorf("get %s: unexpected status %s", u, resp.Status)
+		return nil, "", registryclient.ResponseError("fetch manifest", name, resp)
 	}
 	limit := int64(maxManifestSize)
 	if p.Size > 0 {
@@ -241,7 +236,7 @@ func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []str
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("get %s: read body: %w", u, err)
+		return nil, "", fmt.Errorf("fetch manifest %s: read body: %w", name, err)
 	}
 	return body, resp.Header.Get("Content-Type"), nil
 }

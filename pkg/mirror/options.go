@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tagger-project/tagger/pkg/pins"
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // ManifestFetcher reads a manifest by digest from the upstream registry; the
@@ -76,7 +77,6 @@ func New(o Options) (*Handler, error) {
 		upstream: o.Upstream,
 		content:  o.Content,
 		strict:   o.Strict,
-		client:   o.HTTPClient,
 		metrics:  o.Metrics,
 		log:      o.Log,
 	}
@@ -93,10 +93,13 @@ func New(o Options) (*Handler, error) {
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return nil, fmt.Errorf("mirror: bundled registry URL %q: want http(s)://host[:port][/path] without credentials", u.Redacted())
 		}
-		h.registry = strings.TrimRight(u.String(), "/")
-	}
-	if h.client == nil {
-		h.client = defaultClient()
+		hc := o.HTTPClient
+		if hc == nil {
+			hc = defaultClient()
+		}
+		if h.bundled, err = registryclient.NewEndpoint(strings.TrimRight(u.String(), "/"), hc); err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
+		}
 	}
 	if h.strict == nil {
 		h.strict = func(string) bool { return false }

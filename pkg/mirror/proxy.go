@@ -184,34 +184,22 @@ func (h *Handler) writeCached(w http.ResponseWriter, r *http.Request, e *cacheEn
 // openBundled asks the bundled registry; a nil response means "not there"
 // with the result to count.
 func (h *Handler) openBundled(r *http.Request, k kind, cacheRepo, dgst string) (*http.Response, result) {
-	if h.registry == "" {
+	if h.bundled == nil {
 		return nil, resultUpstreamFallback404
 	}
-	seg := "/blobs/"
+	kindSeg := "blobs"
+	accept := r.Header.Values("Accept")
 	if k == kindManifestDigest {
-		seg = "/manifests/"
+		kindSeg = "manifests"
+		if len(accept) == 0 {
+			accept = defaultAcceptHeader
+		}
 	}
-	u := h.registry + "/v2/" + cacheRepo + seg + dgst
+	rg, _ := singleRange(r.Header)
 	log := func() logrus.FieldLogger {
-		return h.log.WithFields(logrus.Fields{"method": r.Method, "url": u})
+		return h.log.WithFields(logrus.Fields{"method": r.Method, "repository": cacheRepo, "digest": dgst})
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, nil)
-	if err != nil {
-		log().WithError(err).Warn("bundled registry: build request")
-		return nil, resultError
-	}
-	if accept := r.Header.Values("Accept"); len(accept) > 0 {
-		req.Header["Accept"] = accept
-	} else if k == kindManifestDigest {
-		req.Header["Accept"] = defaultAcceptHeader
-	}
-	if rg, ok := singleRange(r.Header); ok {
-		req.Header.Set("Range", rg)
-	}
-	req.Header.Set("Accept-Encoding", "identity")
-	req.Header.Set("User-Agent", userAgent)
-
-	resp, err := h.client.Do(req)
+	resp, err := h.bundled.Open(r.Context(), r.Method, cacheRepo, kindSeg, digest.Digest(dgst), accept, rg, userAgent)
 	if err != nil {
 		if r.Context().Err() == nil {
 			log().WithError(err).Warn("bundled registry unreachable; containerd will fetch upstream")

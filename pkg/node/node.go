@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
@@ -177,8 +176,8 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	handler, err := mirror.New(mirror.Options{
 		Table:       a.table,
 		RegistryURL: o.RegistryURL,
-		Upstream:    upstreamFetcher{up},
-		Content:     upstreamFetcher{up},
+		Upstream:    up.Anonymous(),
+		Content:     up.Anonymous(),
 		Strict:      strict,
 		Metrics:     mirror.NewMetrics(reg),
 		Log:         a.log.WithField("component", "mirror"),
@@ -431,21 +430,4 @@ func serve(s *http.Server, ln net.Listener, name string) error {
 		return fmt.Errorf("%s server: %w", name, err)
 	}
 	return nil
-}
-
-// upstreamFetcher adapts the upstream client to the mirror's by-digest
-// fallback; nodes fetch anonymously (a private image without cache is
-// fetched by containerd itself, with the pod's credentials).
-type upstreamFetcher struct{ c *registryclient.Client }
-
-func (f upstreamFetcher) FetchManifest(ctx context.Context, ref pins.Reference, dgst digest.Digest, _ []string) ([]byte, string, error) {
-	body, d, err := f.c.FetchManifest(ctx, ref, dgst, registryclient.Credentials{})
-	if err != nil {
-		return nil, "", err
-	}
-	return body, d.MediaType, nil
-}
-
-func (f upstreamFetcher) Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string) (*http.Response, error) {
-	return f.c.Open(ctx, ref, method, kind, dgst, accept, rangeHeader, registryclient.Credentials{})
 }

@@ -1,5 +1,10 @@
-// Package registryclient is the controller's client for upstream registries. It
-// resolves a tag the way containerd does (one HEAD with containerd's Accept
+// Package registryclient is tagger's one client of the distribution API,
+// shared by the controller's checks, the cache copier, the node's mirror and
+// the tests. Client talks to upstream registries; Endpoint (endpoint.go)
+// reads and pushes by descriptor at the bundled registry; every failure is
+// an *Error carrying the HTTP status and Retry-After.
+//
+// Client resolves a tag the way containerd does (one HEAD with containerd's Accept
 // list, so a multi-arch image resolves to its index), reads manifests and
 // image configs by digest, verifying every byte against its digest, and
 // handles registry authentication: anonymous, Basic, and Bearer tokens,
@@ -13,7 +18,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -78,15 +82,16 @@ const (
 	MediaTypeOCIIndex           = "application/vnd.oci.image.index.v1+json"
 )
 
-// manifestAccept is containerd's resolve Accept header, in its order, so
-// the registry picks the same manifest for us as for a node.
-var manifestAccept = strings.Join([]string{
-	MediaTypeDockerManifest,
-	MediaTypeDockerManifestList,
-	MediaTypeOCIManifest,
-	MediaTypeOCIIndex,
-	"*/*",
-}, ", ")
+// ManifestAccept is containerd's resolve Accept header, in its order, so
+// the registry picks the same manifest for us as for a node. Every request
+// for a manifest sends it: the distribution registry answers 404 to one
+// whose Accept does not admit the manifest's type.
+const ManifestAccept = MediaTypeDockerManifest + ", " +
+	MediaTypeDockerManifestList + ", " +
+	MediaTypeOCIManifest + ", " +
+	MediaTypeOCIIndex + ", */*"
+
+const manifestAccept = ManifestAccept
 
 // maxManifestSize bounds manifest reads; registries themselves refuse
 // manifests over 4 MiB.
@@ -283,4 +288,27 @@ func (c *Client) send(ctx context.Context, method, u, accept, authz string, extr
 		req.Header.Set("Authorization", authz)
 	}
 	return c.http.Do(req)
+}
+
+// Anonymous is c without credentials, with the by-digest reads the node's
+// mirror falls back to upstream with (a private image without cache is
+// fetched by containerd itself, with the pod's credentials).
+func (c *Client) Anonymous() Anonymous { return Anonymous{c} }
+
+// Anonymous reads content by digest from upstream registries anonymously.
+type Anonymous struct{ c *Client }
+
+// FetchManifest returns manifest dgst of ref's repository, verified, with
+// its media type. The Accept is containerd's, whatever the caller's.
+func (a Anonymous) FetchManifest(ctx context.Context, ref pins.Reference, dgst digest.Digest, _ []string) ([]byte, string, error) {
+	body, d, err := a.c.FetchManifest(ctx, ref, dgst, Credentials{})
+	if err != nil {
+		return nil, "", err
+	}
+	return body, d.MediaType, nil
+}
+
+// Open is Client.Open without credentials.
+func (a Anonymous) Open(ctx context.Context, ref pins.Reference, method, kind string, dgst digest.Digest, accept, rangeHeader string) (*http.Response, error) {
+	return a.c.Open(ctx, ref, method, kind, dgst, accept, rangeHeader, Credentials{})
 }

@@ -125,7 +125,7 @@ func (c *Copier) copy(ctx context.Context, log logrus.FieldLogger, src pins.Refe
 	if tag != "" && !tagPattern.MatchString(tag) {
 		return Progress{}, fmt.Errorf("invalid tag %q", tag)
 	}
-	reg, err := newRegistry(c.Registry, c.HTTPClient)
+	reg, err := registryclient.NewEndpoint(c.Registry, c.HTTPClient)
 	if err != nil {
 		return Progress{}, err
 	}
@@ -136,9 +136,9 @@ func (c *Copier) copy(ctx context.Context, log logrus.FieldLogger, src pins.Refe
 	// of manifests count against Docker Hub's pull limit). The blobs are
 	// still HEADed below, which costs the upstream nothing.
 	var t *tree
-	if have, err := reg.manifestDigest(ctx, dst, root.String()); err == nil && have == root {
+	if have, err := reg.ManifestDigest(ctx, dst, root.String()); err == nil && have == root {
 		t, err = walk(ctx, func(ctx context.Context, d digest.Digest) ([]byte, registryclient.Descriptor, error) {
-			return reg.getManifest(ctx, dst, d)
+			return reg.FetchManifest(ctx, dst, d)
 		}, root)
 		if err != nil {
 			log.WithError(err).Warn("reading the cached tree failed; reading it from the upstream")
@@ -163,26 +163,26 @@ func (c *Copier) copy(ctx context.Context, log logrus.FieldLogger, src pins.Refe
 	// Children before parents: the registry refuses an index whose
 	// manifests it lacks. walk put the root last.
 	for _, m := range t.manifests {
-		have, err := reg.manifestDigest(ctx, dst, m.desc.Digest.String())
+		have, err := reg.ManifestDigest(ctx, dst, m.desc.Digest.String())
 		if err != nil {
 			return tr.snapshot(), fmt.Errorf("manifest %s: %w", m.desc.Digest, err)
 		}
 		if have == m.desc.Digest {
 			continue
 		}
-		if err := reg.putManifest(ctx, dst, m.desc.Digest.String(), m); err != nil {
+		if err := reg.PushManifest(ctx, dst, m.desc.Digest.String(), m.oci(), m.body); err != nil {
 			return tr.snapshot(), fmt.Errorf("manifest %s: %w", m.desc.Digest, err)
 		}
 		tr.manifestPushed()
 	}
 	if tag != "" {
 		rootM := t.manifests[len(t.manifests)-1]
-		have, err := reg.manifestDigest(ctx, dst, tag)
+		have, err := reg.ManifestDigest(ctx, dst, tag)
 		if err != nil {
 			return tr.snapshot(), fmt.Errorf("tag %s: %w", tag, err)
 		}
 		if have != root {
-			if err := reg.putManifest(ctx, dst, tag, rootM); err != nil {
+			if err := reg.PushManifest(ctx, dst, tag, rootM.oci(), rootM.body); err != nil {
 				return tr.snapshot(), fmt.Errorf("tag %s: %w", tag, err)
 			}
 		}
@@ -193,7 +193,7 @@ func (c *Copier) copy(ctx context.Context, log logrus.FieldLogger, src pins.Refe
 // copyBlobs copies blobs with at most MaxConcurrent in flight. After the
 // first failure it starts no more, lets those in flight finish (their work
 // is kept for the next run) and returns every error.
-func (c *Copier) copyBlobs(ctx context.Context, log logrus.FieldLogger, reg *registry, src pins.Reference, dst string, blobs []ocispec.Descriptor, creds registryclient.Credentials, tr *tracker) error {
+func (c *Copier) copyBlobs(ctx context.Context, log logrus.FieldLogger, reg *registryclient.Endpoint, src pins.Reference, dst string, blobs []ocispec.Descriptor, creds registryclient.Credentials, tr *tracker) error {
 	n := c.MaxConcurrent
 	if n <= 0 {
 		n = DefaultMaxConcurrent
@@ -240,11 +240,11 @@ feed:
 
 // copyBlob makes blob d present in dst: already there, mounted from another
 // cache repository, or streamed from the upstream.
-func (c *Copier) copyBlob(ctx context.Context, log logrus.FieldLogger, reg *registry, src pins.Reference, dst string, d ocispec.Descriptor, creds registryclient.Credentials, tr *tracker) error {
+func (c *Copier) copyBlob(ctx context.Context, log logrus.FieldLogger, reg *registryclient.Endpoint, src pins.Reference, dst string, d ocispec.Descriptor, creds registryclient.Credentials, tr *tracker) error {
 	wrap := func(err error) error { return fmt.Errorf("blob %s from %s: %w", d.Digest, src.Name(), err) }
 	log = log.WithField("blob", d.Digest.String())
 
-	ok, err := reg.blobExists(ctx, dst, d.Digest)
+	ok, err := reg.BlobExists(ctx, dst, d.Digest)
 	if err != nil {
 		return wrap(err)
 	}
@@ -256,7 +256,7 @@ func (c *Copier) copyBlob(ctx context.Context, log logrus.FieldLogger, reg *regi
 
 	var location string
 	for _, from := range c.mountSources(d.Digest, dst) {
-		mounted, loc, err := reg.startUpload(ctx, dst, d.Digest, from)
+		mounted, loc, err := reg.StartUpload(ctx, dst, d.Digest, from)
 		if err != nil {
 			return wrap(err)
 		}
@@ -267,18 +267,18 @@ func (c *Copier) copyBlob(ctx context.Context, log logrus.FieldLogger, reg *regi
 			return nil
 		}
 		if location != "" {
-			reg.cancelUpload(ctx, location)
+			reg.CancelUpload(ctx, location)
 		}
 		location = loc
 	}
 	if location == "" {
-		if _, location, err = reg.startUpload(ctx, dst, d.Digest, ""); err != nil {
+		if _, location, err = reg.StartUpload(ctx, dst, d.Digest, ""); err != nil {
 			return wrap(err)
 		}
 	}
 
 	if err := c.upload(ctx, reg, src, location, d, creds); err != nil {
-		reg.cancelUpload(ctx, location)
+		reg.CancelUpload(ctx, location)
 		return wrap(err)
 	}
 	log.WithField("bytes", d.Size).Debug("blob uploaded")
@@ -288,14 +288,14 @@ func (c *Copier) copyBlob(ctx context.Context, log logrus.FieldLogger, reg *regi
 }
 
 // upload streams blob d from the upstream into the session at location.
-func (c *Copier) upload(ctx context.Context, reg *registry, src pins.Reference, location string, d ocispec.Descriptor, creds registryclient.Credentials) error {
+func (c *Copier) upload(ctx context.Context, reg *registryclient.Endpoint, src pins.Reference, location string, d ocispec.Descriptor, creds registryclient.Credentials) error {
 	resp, err := c.Upstream.Open(ctx, src, http.MethodGet, "blobs", d.Digest, "", "", creds)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("upstream: %w", statusError(http.MethodGet, resp.Request.URL.String(), resp))
+		return fmt.Errorf("upstream: %w", registryclient.ResponseError("fetch blob", src.Name()+"@"+d.Digest.String(), resp))
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != d.Size {
 		return &contentError{
@@ -316,7 +316,7 @@ func (c *Copier) upload(ctx context.Context, reg *registry, src pins.Reference, 
 			return err
 		}
 	}
-	err = reg.putBlob(ctx, location, d.Digest, d.Size, body)
+	err = reg.PutBlob(ctx, location, d, body)
 	if cerr := v.contentErr(); cerr != nil {
 		return cerr // the PUT was aborted because of it; say why
 	}

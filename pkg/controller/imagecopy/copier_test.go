@@ -54,6 +54,9 @@ func ref(host, repo string) pins.Reference {
 	return pins.Reference{Registry: host, Repository: repo, Tag: "v1"}
 }
 
+// manifestAccept admits every manifest type.
+const manifestAccept = registryclient.ManifestAccept
+
 func copyCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"time"
 
@@ -27,9 +25,6 @@ type PruneResult struct {
 	// roots reach in the cache repository; none of them is deleted.
 	Kept int
 }
-
-// errManifestUnknown is a 404 on a manifest GET.
-var errManifestUnknown = errors.New("manifest unknown")
 
 // Prune deletes from the bundled registry's repository cacheRepo the
 // manifests of the generations it no longer keeps: every manifest reachable
@@ -99,7 +94,7 @@ func (c *Copier) prune(ctx context.Context, log logrus.FieldLogger, repo string,
 			return res, fmt.Errorf("root digest %q: %w", d, err)
 		}
 	}
-	reg, err := newRegistry(c.Registry, c.HTTPClient)
+	reg, err := registryclient.NewEndpoint(c.Registry, c.HTTPClient)
 	if err != nil {
 		return res, err
 	}
@@ -146,7 +141,7 @@ func (c *Copier) prune(ctx context.Context, log logrus.FieldLogger, repo string,
 			if kept[d] || deleted[d] {
 				continue
 			}
-			gone, err := reg.deleteManifest(ctx, repo, d)
+			gone, err := deleteManifest(ctx, reg, repo, d)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("delete manifest %s of dropped root %s: %w", d, root, err))
 				return res, errors.Join(errs...)
@@ -163,7 +158,7 @@ func (c *Copier) prune(ctx context.Context, log logrus.FieldLogger, repo string,
 
 // pruneWalk collects the manifests a root reaches in the bundled registry.
 type pruneWalk struct {
-	reg  *registry
+	reg  *registryclient.Endpoint
 	repo string
 	// seen holds every manifest digest met, present or not.
 	seen map[digest.Digest]bool
@@ -188,8 +183,8 @@ func (w *pruneWalk) visit(ctx context.Context, d digest.Digest, depth int) (bool
 	if depth > maxDepth {
 		return false, fmt.Errorf("manifest %s: indexes nested deeper than %d", d, maxDepth)
 	}
-	children, err := w.reg.manifestChildren(ctx, w.repo, d)
-	if errors.Is(err, errManifestUnknown) {
+	children, err := manifestChildren(ctx, w.reg, w.repo, d)
+	if registryclient.IsNotFound(err) {
 		return true, nil
 	}
 	if err != nil {
@@ -204,77 +199,41 @@ func (w *pruneWalk) visit(ctx context.Context, d digest.Digest, depth int) (bool
 	return false, nil
 }
 
-// manifestChildren GETs manifest d of repo, verifies it against d and
-// returns the manifests it lists (none for an image manifest). A 404 is
-// errManifestUnknown.
-func (r *registry) manifestChildren(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error) {
-	u := r.url(repo, "manifests", d.String())
-	resp, err := r.send(ctx, http.MethodGet, u, nil, 0, "Accept", manifestAccept)
+// manifestChildren GETs manifest d of repo, verified against d, and returns
+// the manifests it lists (none for an image manifest). A 404 is an error
+// that registryclient.IsNotFound.
+func manifestChildren(ctx context.Context, reg *registryclient.Endpoint, repo string, d digest.Digest) ([]digest.Digest, error) {
+	body, desc, err := reg.FetchManifest(ctx, repo, d)
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return nil, fmt.Errorf("GET %s: %w", u, errManifestUnknown)
-	default:
-		return nil, statusError(http.MethodGet, u, resp)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	if len(body) > maxManifestSize {
-		return nil, fmt.Errorf("GET %s: manifest larger than %d bytes", u, maxManifestSize)
-	}
-	if got := d.Algorithm().FromBytes(body); got != d {
-		return nil, fmt.Errorf("GET %s: %w", u, &contentError{msg: fmt.Sprintf("digest mismatch (got %s)", got), kind: ErrDigestMismatch})
+	switch desc.MediaType {
+	case registryclient.MediaTypeOCIManifest, registryclient.MediaTypeDockerManifest:
+		return nil, nil
 	}
 	var m struct {
-		MediaType string               `json:"mediaType"`
 		Manifests []ocispec.Descriptor `json:"manifests"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("GET %s: decode: %w", u, err)
-	}
-	mt := m.MediaType
-	if mt == "" {
-		mt, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	}
-	switch mt {
-	case registryclient.MediaTypeOCIManifest, registryclient.MediaTypeDockerManifest:
-		return nil, nil
-	case registryclient.MediaTypeOCIIndex, registryclient.MediaTypeDockerManifestList:
-	default:
-		return nil, fmt.Errorf("GET %s: unsupported media type %q", u, mt)
+		return nil, fmt.Errorf("manifest %s of %s: decode: %w", d, repo, err)
 	}
 	out := make([]digest.Digest, 0, len(m.Manifests))
 	for i, c := range m.Manifests {
 		if err := c.Digest.Validate(); err != nil {
-			return nil, fmt.Errorf("GET %s: entry %d: digest %q: %w", u, i, c.Digest, err)
+			return nil, fmt.Errorf("manifest %s of %s: entry %d: digest %q: %w", d, repo, i, c.Digest, err)
 		}
 		out = append(out, c.Digest)
 	}
 	return out, nil
 }
 
-// deleteManifest deletes manifest d of repo by digest (and with it the tags
-// on it). gone reports it was already absent (404), which counts as done.
-func (r *registry) deleteManifest(ctx context.Context, repo string, d digest.Digest) (gone bool, err error) {
-	u := r.url(repo, "manifests", d.String())
-	resp, err := r.send(ctx, http.MethodDelete, u, nil, 0)
-	if err != nil {
-		return false, err
+// deleteManifest deletes manifest d of repo by digest; gone reports it was
+// already absent. A 405 says why: the registry has deletes off.
+func deleteManifest(ctx context.Context, reg *registryclient.Endpoint, repo string, d digest.Digest) (gone bool, err error) {
+	gone, err = reg.DeleteManifest(ctx, repo, d)
+	var re *registryclient.Error
+	if errors.As(err, &re) && re.StatusCode == http.StatusMethodNotAllowed {
+		return false, fmt.Errorf("%w (is storage.delete.enabled set in the bundled registry's config?)", err)
 	}
-	defer drain(resp)
-	switch resp.StatusCode {
-	case http.StatusAccepted, http.StatusOK, http.StatusNoContent:
-		return false, nil
-	case http.StatusNotFound:
-		return true, nil
-	case http.StatusMethodNotAllowed:
-		return false, fmt.Errorf("%w (is storage.delete.enabled set in the bundled registry's config?)", statusError(http.MethodDelete, u, resp))
-	}
-	return false, statusError(http.MethodDelete, u, resp)
+	return gone, err
 }

@@ -139,3 +139,8 @@ func nonDistributable(d ocispec.Descriptor) bool {
 	}
 	return false
 }
+
+// oci is m's descriptor as the push side takes it.
+func (m manifest) oci() ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: m.desc.MediaType, Digest: m.desc.Digest, Size: m.desc.Size}
+}
