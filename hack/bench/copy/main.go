@@ -322,7 +322,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			}
 			logf("  %s: %.2fs%s, copier CPU %.2fs, upstream %.2fs, bundled %.2fs, RSS max %.1f MiB",
 				tool, t.Wall, map[bool]string{true: fmt.Sprintf(" (copy %.2fs)", t.Copy), false: ""}[t.Copy > 0],
-				t.CopierCPU, t.UpstreamCPU, t.BundledCPU, mib(t.RSSMax))
+				t.CopierCPU, t.UpstreamCPU, t.BundledCPU, benchproc.MiB(t.RSSMax))
 			res.Trials = append(res.Trials, t)
 		}
 	}

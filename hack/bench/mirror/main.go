@@ -105,7 +105,7 @@ func benchMain(args []string) int {
 // rig is the program's registrytest.T, owning every cleanup.
 type rig = registrytest.Program
 
-func logf(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
+func logf(f string, a ...any) { benchproc.Logf(f, a...) }
 
 // results is everything measured; -json writes it.
 type results struct {

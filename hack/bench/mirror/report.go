@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -87,7 +86,7 @@ func reportManifests(w io.Writer, c *config, res *results) {
 		if nc, ok := med[meth][targetNoCache]; ok {
 			off = fmt.Sprintf("%.2fx, %.2fx", nc/med[meth]["distribution"], nc/med[meth]["ceiling"])
 		}
-		fmt.Fprintf(w, "| %s | %.2fx %s | %.2fx %s | %s |\n", meth, d, verdict(d >= 5), cl, verdict(cl >= 0.7), off)
+		fmt.Fprintf(w, "| %s | %.2fx %s | %.2fx %s | %s |\n", meth, d, benchproc.Met(d >= 5), cl, benchproc.Met(cl >= 0.7), off)
 	}
 }
 
@@ -116,7 +115,7 @@ func reportBlob(w io.Writer, c *config, res *results) {
 	}
 	ratio := med["mirror"] / med["distribution"]
 	fmt.Fprintf(w, "\nmirror/distribution: %.2fx (target >= 0.9) %s; go-proxy/distribution: %.2fx; mirror/go-proxy: %.2fx\n",
-		ratio, verdict(ratio >= 0.9), med["go-proxy"]/med["distribution"], med["mirror"]/med["go-proxy"])
+		ratio, benchproc.Met(ratio >= 0.9), med["go-proxy"]/med["distribution"], med["mirror"]/med["go-proxy"])
 }
 
 // reportMemory prints the memory table.
@@ -133,15 +132,8 @@ func reportMemory(w io.Writer, c *config, res *results) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", mr.Name, mib(rss),
 			mib(int64(medianBy(mr.Runs, func(r memResult) float64 { return float64(r.Baseline.RSS) }))),
 			mib(int64(medianBy(mr.Runs, func(r memResult) float64 { return float64(r.After.HeapAlloc) }))),
-			peak, verdict(rss <= 64<<20))
+			peak, benchproc.Met(rss <= 64<<20))
 	}
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
 }
 
 func medianBy[T any](xs []T, f func(T) float64) float64 {
@@ -152,11 +144,7 @@ func medianBy[T any](xs []T, f func(T) float64) float64 {
 	for i, x := range xs {
 		v[i] = f(x)
 	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return benchproc.Median(v)
 }
 
 func fmtUS(us float64) string {
