@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -14,14 +13,7 @@ import (
 // emit prints the report to stdout and, with -json, writes every raw
 // measurement.
 func emit(c *config, res *results) error {
-	report(os.Stdout, c, res)
-	if c.out != "" {
-		if err := benchproc.WriteJSON(c.out, res); err != nil {
-			return err
-		}
-		logf("raw results written to %s", c.out)
-	}
-	return nil
+	return benchproc.Emit(c.out, res, func(w io.Writer) { report(w, c, res) }, logf)
 }
 
 // report prints the Markdown report: a header, then one section per

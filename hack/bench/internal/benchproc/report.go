@@ -1,9 +1,12 @@
 package benchproc
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 )
 
@@ -33,4 +36,34 @@ func Median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Emit prints a benchmark's report on stdout and, when path is set (its
+// -json flag), writes res, every raw measurement, there and logs so with
+// logf.
+func Emit(path string, res any, report func(io.Writer), logf func(string, ...any)) error {
+	report(os.Stdout)
+	if path == "" {
+		return nil
+	}
+	if err := WriteJSON(path, res); err != nil {
+		return err
+	}
+	logf("raw results written to %s", path)
+	return nil
+}
+
+// CheckRig finds the module root and checks that the rig binaries the
+// controller benchmarks need are in testbin.
+func CheckRig(ctx context.Context, testbin string) (string, error) {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
+		if fi, err := os.Stat(filepath.Join(testbin, b)); err != nil || fi.Mode().Perm()&0o111 == 0 {
+			return "", fmt.Errorf("rig binary %s missing in %s: run `make testbin` (or pass -testbin)", b, testbin)
+		}
+	}
+	return root, nil
 }
