@@ -33,6 +33,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -42,6 +43,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
@@ -143,17 +145,28 @@ type results struct {
 	Scale   []*scaleResults `json:"scale,omitempty"`
 }
 
+// run sets up the rig, measures the parts asked for, then reports.
 func run(ctx context.Context, r *registrytest.Program, c *config) error {
-	root, err := benchproc.ModuleRoot(ctx)
+	root, err := benchproc.CheckRig(ctx, c.testbin)
 	if err != nil {
 		return err
 	}
-	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
-		if fi, err := os.Stat(filepath.Join(c.testbin, b)); err != nil || fi.Mode().Perm()&0o111 == 0 {
-			return fmt.Errorf("rig binary %s missing in %s: run `make testbin` (or pass -testbin)", b, c.testbin)
-		}
+	res := newResults(c)
+	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), benchproc.Loadavg())
+	e, cfg, err := setup(ctx, r, c, root)
+	if err != nil {
+		return err
 	}
-	res := &results{
+	if err := measure(ctx, r, c, e, cfg, res); err != nil {
+		return err
+	}
+	res.Machine["loadavg_end"] = benchproc.Loadavg()
+	return benchproc.Emit(c.out, res, func(w io.Writer) { report(w, c, res) }, logf)
+}
+
+// newResults records the machine and the configuration.
+func newResults(c *config) *results {
+	return &results{
 		Machine: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "loadavg_start": benchproc.Loadavg()},
 		Config: map[string]any{
 			"iterations": c.iterations, "warmup": c.warmup, "repos": c.repos, "tags_per_repo": c.tagsPerRepo,
@@ -162,12 +175,16 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			"webhook_coalesce": hooks.DefaultCoalesce.String(), "controller_bin": c.controllerBin,
 		},
 	}
-	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), benchproc.Loadavg())
+}
 
+// setup builds the controller unless given, and starts kube-apiserver with
+// the webhook Secret and the upstream registry.
+func setup(ctx context.Context, r *registrytest.Program, c *config, root string) (*env, *rest.Config, error) {
+	var err error
 	e := &env{root: root, logDir: r.TempDir()}
 	if c.controllerLog != "" {
 		if err := os.MkdirAll(c.controllerLog, 0o755); err != nil {
-			return err
+			return nil, nil, err
 		}
 		e.logDir = c.controllerLog
 	}
@@ -176,7 +193,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	if bin == "" {
 		logf("building ./cmd/controller")
 		if bin, err = benchproc.BuildController(ctx, root, r.TempDir()); err != nil {
-			return err
+			return nil, nil, err
 		}
 	} else {
 		logf("controller binary: %s", bin)
@@ -185,7 +202,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
 	cluster, err := kubetest.Start(c.testbin)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	r.Cleanup(func() {
 		if err := cluster.Stop(); err != nil {
@@ -195,14 +212,14 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	cfg := cluster.Config
 	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if e.cl, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
-		return err
+		return nil, nil, err
 	}
 	e.kubeconfig = filepath.Join(r.TempDir(), "kubeconfig")
 	if err := os.WriteFile(e.kubeconfig, cluster.KubeConfig, 0o600); err != nil {
-		return err
+		return nil, nil, err
 	}
 
 	// The webhook Secret: the generic provider's token.
@@ -210,18 +227,23 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	e.token = fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	e.secretRef = ns + "/" + secretName
 	if err := e.cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		return fmt.Errorf("create namespace: %w", err)
+		return nil, nil, fmt.Errorf("create namespace: %w", err)
 	}
 	if err := e.cl.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secretName},
 		Data:       map[string][]byte{hooks.SecretKeyGeneric: []byte(e.token)},
 	}); err != nil {
-		return fmt.Errorf("create webhook secret: %w", err)
+		return nil, nil, fmt.Errorf("create webhook secret: %w", err)
 	}
 
 	logf("starting the upstream registry (distribution)")
 	e.up = registrytest.Start(r, filepath.Join(c.testbin, "registry"), registrytest.Options{})
+	return e, cfg, nil
+}
 
+// measure runs the webhook part and the scale part (once per
+// -scale-kube-api-qps value) into res.
+func measure(ctx context.Context, r *registrytest.Program, c *config, e *env, cfg *rest.Config, res *results) error {
 	if !c.skipWebhook {
 		w, err := runWebhook(ctx, r, c, e, cfg)
 		if err != nil {
@@ -246,15 +268,6 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			}
 			res.Scale = append(res.Scale, s)
 		}
-	}
-	res.Machine["loadavg_end"] = benchproc.Loadavg()
-
-	report(os.Stdout, c, res)
-	if c.out != "" {
-		if err := benchproc.WriteJSON(c.out, res); err != nil {
-			return err
-		}
-		logf("raw results written to %s", c.out)
 	}
 	return nil
 }

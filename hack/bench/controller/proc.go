@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 	"github.com/tagger-project/tagger/internal/registrytest"
 )
 
-func logf(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
+func logf(f string, a ...any) { benchproc.Logf(f, a...) }
 
 // controllerSpec says how to start the controller.
 type controllerSpec struct {

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 )
 
 // percentile is the nearest-rank percentile of xs (p in (0, 100]).
@@ -17,15 +19,6 @@ func percentile(xs []float64, p float64) float64 {
 	sort.Float64s(s)
 	k := int(math.Ceil(p/100*float64(len(s)))) - 1
 	return s[min(max(k, 0), len(s)-1)]
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
-func metMark(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
 }
 
 func report(w io.Writer, c *config, res *results) {
@@ -61,7 +54,7 @@ func report(w io.Writer, c *config, res *results) {
 		row("**POST -> pin table (total)**", pin)
 		p99 := percentile(pin, 99)
 		fmt.Fprintf(w, "\ntarget p99 < 1s: %s (p99 %.3fs; with N=%d, p99 is the nearest-rank value = the %s)\n",
-			metMark(p99 < 1), p99, len(pin), map[bool]string{true: "maximum", false: "99th percentile"}[len(pin) <= 100])
+			benchproc.Met(p99 < 1), p99, len(pin), map[bool]string{true: "maximum", false: "99th percentile"}[len(pin) <= 100])
 		fmt.Fprintf(w, "upstream requests during the measured iterations: %v\n", wr.Upstream)
 		if len(wr.BackToBack) > 0 {
 			served := 0
@@ -97,7 +90,7 @@ func report(w io.Writer, c *config, res *results) {
 		fmt.Fprintf(w, "\nmeasured %.0fs after the first pass (nothing moved upstream):\n\n", s.MeasureSeconds)
 		fmt.Fprintf(w, "| quantity | value | target |\n|---|---:|---|\n")
 		fmt.Fprintf(w, "| **HEADs per interval, steady state** (sum over Tags of interval / mean time between its HEADs; %d Tags with one HEAD left out) | %.0f | %d (+-5%%): %s |\n",
-			s.TagsOneHead, s.SteadyPerInterval, s.Tags, metMark(s.TagsOneHead == 0 && math.Abs(s.SteadyPerInterval-float64(s.Tags)) <= 0.05*float64(s.Tags)))
+			s.TagsOneHead, s.SteadyPerInterval, s.Tags, benchproc.Met(s.TagsOneHead == 0 && math.Abs(s.SteadyPerInterval-float64(s.Tags)) <= 0.05*float64(s.Tags)))
 		for i, h := range s.PerInterval {
 			fmt.Fprintf(w, "| upstream HEADs in interval %d after the first pass (%v) | %d | %d |\n", i+1, c.interval, h, s.Tags)
 		}
@@ -106,11 +99,11 @@ func report(w io.Writer, c *config, res *results) {
 		fmt.Fprintf(w, "| gap between a tag's HEADs: min / median / max | %.0f / %.0f / %.0f s | [%.0f, %.0f] s (jitter 0.9-1.1 x) |\n",
 			s.Gaps.Min, s.Gaps.Median, s.Gaps.Max, 0.9*c.interval.Seconds(), 1.1*c.interval.Seconds())
 		fmt.Fprintf(w, "| gaps outside the jitter (< 0.9 x - 2 s / > 1.1 x + 2 s; 1 s timestamps, lastCheck kept in whole seconds) | %d / %d of %d | 0 / 0 |\n", s.Gaps.TooShort, s.Gaps.TooLong, s.Gaps.N)
-		fmt.Fprintf(w, "| manifest GETs in the window | %d | 0: %s |\n", s.Window["GET manifest"], metMark(s.Window["GET manifest"] == 0))
-		fmt.Fprintf(w, "| blob GETs in the window | %d | 0: %s |\n", s.Window["GET blob"], metMark(s.Window["GET blob"] == 0))
-		fmt.Fprintf(w, "| controller RSS max (whole run) | %.1f MiB | <= 256 MiB: %s |\n", mib(s.RSSMax), metMark(s.RSSMax <= 256<<20))
-		fmt.Fprintf(w, "| controller RSS max in the window | %.1f MiB | |\n", mib(s.RSSMaxWindow))
-		fmt.Fprintf(w, "| controller RSS at window start / final | %.1f / %.1f MiB | <= 256 MiB: %s |\n", mib(s.RSSAtStart), mib(s.RSSFinal), metMark(s.RSSFinal <= 256<<20))
+		fmt.Fprintf(w, "| manifest GETs in the window | %d | 0: %s |\n", s.Window["GET manifest"], benchproc.Met(s.Window["GET manifest"] == 0))
+		fmt.Fprintf(w, "| blob GETs in the window | %d | 0: %s |\n", s.Window["GET blob"], benchproc.Met(s.Window["GET blob"] == 0))
+		fmt.Fprintf(w, "| controller RSS max (whole run) | %.1f MiB | <= 256 MiB: %s |\n", benchproc.MiB(s.RSSMax), benchproc.Met(s.RSSMax <= 256<<20))
+		fmt.Fprintf(w, "| controller RSS max in the window | %.1f MiB | |\n", benchproc.MiB(s.RSSMaxWindow))
+		fmt.Fprintf(w, "| controller RSS at window start / final | %.1f / %.1f MiB | <= 256 MiB: %s |\n", benchproc.MiB(s.RSSAtStart), benchproc.MiB(s.RSSFinal), benchproc.Met(s.RSSFinal <= 256<<20))
 		fmt.Fprintf(w, "| controller CPU in the window | %.3f cores | |\n", s.CPU.Controller)
 		api := (s.MetricsAtEnd["rest_client_requests_total"] - s.MetricsAtStart["rest_client_requests_total"]) / s.MeasureSeconds
 		checks := (s.MetricsAtEnd["tagger_checks_total"] - s.MetricsAtStart["tagger_checks_total"]) / s.MeasureSeconds

@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -204,15 +205,12 @@ type second struct {
 	BlobsMounted  int     `json:"second_copy_blobs_mounted,omitempty"`
 }
 
+// run sets up the tools, the cluster and the upstream, measures the copies,
+// then reports.
 func run(ctx context.Context, r *registrytest.Program, c *config) error {
-	root, err := benchproc.ModuleRoot(ctx)
+	root, err := benchproc.CheckRig(ctx, c.testbin)
 	if err != nil {
 		return err
-	}
-	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
-		if fi, err := os.Stat(filepath.Join(c.testbin, b)); err != nil || fi.Mode().Perm()&0o111 == 0 {
-			return fmt.Errorf("rig binary %s missing in %s: run `make testbin` (or pass -testbin)", b, c.testbin)
-		}
 	}
 	e := &env{c: c, r: r, regBin: filepath.Join(c.testbin, "registry"), hc: &http.Client{Timeout: 30 * time.Second}}
 	res := &results{
@@ -223,7 +221,32 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		},
 	}
 	logf("machine: %d CPUs, load average %s", runtime.NumCPU(), benchproc.Loadavg())
+	if err := e.setup(ctx, root, res); err != nil {
+		return err
+	}
+	if err := e.measure(ctx, res); err != nil {
+		return err
+	}
+	res.Machine["loadavg_end"] = benchproc.Loadavg()
+	return benchproc.Emit(c.out, res, func(w io.Writer) { report(w, e, res) }, logf)
+}
 
+// setup finds the tools, starts the cluster when a tagger variant runs, and
+// the upstream with the two images.
+func (e *env) setup(ctx context.Context, root string, res *results) error {
+	if err := e.findTools(ctx, res); err != nil {
+		return err
+	}
+	if err := e.startCluster(ctx, root); err != nil {
+		return err
+	}
+	return e.startUpstream(ctx, res)
+}
+
+// findTools sets up the log dir and finds skopeo and crane when asked for.
+func (e *env) findTools(ctx context.Context, res *results) error {
+	c, r := e.c, e.r
+	var err error
 	e.logDir = c.logDir
 	if e.logDir == "" {
 		e.logDir = r.TempDir()
@@ -253,6 +276,14 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	} else {
 		logf("NOTE: crane is left out (-tools): the ratio is against skopeo only")
 	}
+	return nil
+}
+
+// startCluster builds the controller unless given and starts kube-apiserver
+// when a tagger variant is among the tools.
+func (e *env) startCluster(ctx context.Context, root string) error {
+	c, r := e.c, e.r
+	var err error
 	if slices.ContainsFunc(c.tools, func(t string) bool { _, ok := taggerCopies(t, 0); return ok }) {
 		if e.ctrlBin = c.controllerBin; e.ctrlBin == "" {
 			logf("building ./cmd/controller")
@@ -282,7 +313,12 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			return err
 		}
 	}
+	return nil
+}
 
+// startUpstream starts the upstream registry and pushes the two images.
+func (e *env) startUpstream(ctx context.Context, res *results) error {
+	r := e.r
 	// The upstream, with the two images.
 	logf("starting the upstream registry")
 	upT := newTrialT(r)
@@ -304,7 +340,12 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 		"layer_bytes": e.imgA.layers[0].desc.Size, "new_layer_bytes": e.imgB.layers[len(e.imgB.layers)-1].desc.Size,
 		"config_bytes": e.imgB.configD.Size, "manifest_bytes": len(e.imgB.manifest),
 	}
+	return nil
+}
 
+// measure runs the profiled copy, the timed rounds and the second copies.
+func (e *env) measure(ctx context.Context, res *results) error {
+	c := e.c
 	if c.cpuProfile != "" {
 		if err := e.profileCopy(ctx, c.cpuProfile); err != nil {
 			return fmt.Errorf("profiled copy: %w", err)
@@ -322,7 +363,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			}
 			logf("  %s: %.2fs%s, copier CPU %.2fs, upstream %.2fs, bundled %.2fs, RSS max %.1f MiB",
 				tool, t.Wall, map[bool]string{true: fmt.Sprintf(" (copy %.2fs)", t.Copy), false: ""}[t.Copy > 0],
-				t.CopierCPU, t.UpstreamCPU, t.BundledCPU, mib(t.RSSMax))
+				t.CopierCPU, t.UpstreamCPU, t.BundledCPU, benchproc.MiB(t.RSSMax))
 			res.Trials = append(res.Trials, t)
 		}
 	}
@@ -339,14 +380,6 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			logf("  %s: first copy uploaded %s, second %s in %.2fs", tool, fmtBytes(s.FirstBytes), fmtBytes(s.SecondBytes), s.SecondWall)
 			res.Second = append(res.Second, s)
 		}
-	}
-	res.Machine["loadavg_end"] = benchproc.Loadavg()
-	report(os.Stdout, e, res)
-	if c.out != "" {
-		if err := benchproc.WriteJSON(c.out, res); err != nil {
-			return err
-		}
-		logf("raw results written to %s", c.out)
 	}
 	return nil
 }

@@ -7,21 +7,9 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
 )
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func fmtBytes(b int64) string {
 	switch {
@@ -33,13 +21,6 @@ func fmtBytes(b int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", b)
-}
-
-func metMark(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
 }
 
 // row is one line of the copy table.
@@ -85,7 +66,7 @@ func report(w io.Writer, e *env, res *results) {
 		r.bundled = append(r.bundled, t.BundledCPU)
 		r.busy = append(r.busy, t.MachineBusy)
 		r.other = append(r.other, otherLoad(t))
-		r.rss = append(r.rss, mib(t.RSSMax))
+		r.rss = append(r.rss, benchproc.MiB(t.RSSMax))
 	}
 	var variants []string
 	for _, t := range res.Trials {
@@ -110,23 +91,23 @@ func report(w io.Writer, e *env, res *results) {
 			each = append(each, fmt.Sprintf("%.2f", x))
 		}
 		rss := slicesMax(r.rss)
-		fmt.Fprintf(w, "| %s | %.2fs | %.0f | %s | %.2f / %.2f / %.2f | %.2f | %.2f | %.1f MiB |\n", name, median(r.wall),
-			float64(a.size())/1e6/median(r.wall), strings.Join(each, ", "), median(r.cpu), median(r.up), median(r.bundled),
-			median(r.busy), median(r.other), rss)
+		fmt.Fprintf(w, "| %s | %.2fs | %.0f | %s | %.2f / %.2f / %.2f | %.2f | %.2f | %.1f MiB |\n", name, benchproc.Median(r.wall),
+			float64(a.size())/1e6/benchproc.Median(r.wall), strings.Join(each, ", "), benchproc.Median(r.cpu), benchproc.Median(r.up), benchproc.Median(r.bundled),
+			benchproc.Median(r.busy), benchproc.Median(r.other), rss)
 	}
 	best, bestName := math.Inf(1), ""
 	for _, k := range []string{"skopeo", "crane"} {
-		if r := rows[k]; r != nil && median(r.wall) < best {
-			best, bestName = median(r.wall), k
+		if r := rows[k]; r != nil && benchproc.Median(r.wall) < best {
+			best, bestName = benchproc.Median(r.wall), k
 		}
 	}
 	if len(variants) > 0 && bestName != "" {
 		fmt.Fprintln(w)
 		for _, v := range variants {
 			tr, cp := rows[v+": Tag created -> Cached=True"], rows[v+": the copy (Copier.Copy)"]
-			r1, r2 := median(tr.wall)/best, median(cp.wall)/best
+			r1, r2 := benchproc.Median(tr.wall)/best, benchproc.Median(cp.wall)/best
 			fmt.Fprintf(w, "%s / the better tool (%s, %.2fs): Tag created -> Cached %.2fx, the copy alone %.2fx; target <= 1.0x: %s (Tag -> Cached), %s (copy)\n",
-				v, bestName, best, r1, r2, metMark(r1 <= 1), metMark(r2 <= 1))
+				v, bestName, best, r1, r2, benchproc.Met(r1 <= 1), benchproc.Met(r2 <= 1))
 		}
 		var rssMax, idle int64
 		for _, t := range res.Trials {
@@ -136,7 +117,7 @@ func report(w io.Writer, e *env, res *results) {
 			}
 		}
 		fmt.Fprintf(w, "controller RSS max during the copies (VmRSS every %v): %.1f MiB (idle before the Tag: up to %.1f MiB); target <= 128 MiB: %s\n",
-			c.rssEvery, mib(rssMax), mib(idle), metMark(rssMax <= 128<<20))
+			c.rssEvery, benchproc.MiB(rssMax), benchproc.MiB(idle), benchproc.Met(rssMax <= 128<<20))
 	} else if len(order) > 0 {
 		fmt.Fprintf(w, "\nNOTE: no ratio: tagger or both comparators were left out (-tools)\n")
 	}
@@ -150,7 +131,7 @@ func report(w io.Writer, e *env, res *results) {
 			rc = fmt.Sprintf("%.2fs", t.Reconcile)
 		}
 		fmt.Fprintf(w, "| %d | %s | %.2fs | %s | %s | %.2fs | %.2fs | %.2fs | %.2f | %.1f MiB (%d) | %s |\n", t.Round, t.Tool, t.Wall, rc, cp,
-			t.CopierCPU, t.UpstreamCPU, t.BundledCPU, t.MachineBusy, mib(t.RSSMax), t.RSSSamples, t.Loadavg)
+			t.CopierCPU, t.UpstreamCPU, t.BundledCPU, t.MachineBusy, benchproc.MiB(t.RSSMax), t.RSSSamples, t.Loadavg)
 	}
 	for _, t := range res.Trials {
 		if _, ok := taggerCopies(t.Tool, 0); ok && t.Bytes != a.size() {
@@ -175,7 +156,7 @@ func report(w io.Writer, e *env, res *results) {
 			ok := s.SecondBytes >= newLayer && s.SecondBytes <= want+64<<10 && s.LogBytes == newLayer+e.imgB.configD.Size
 			fmt.Fprintf(w, "\ntagger, second copy: copier log %d blobs uploaded (%d bytes), %d present, %d mounted; tagger_copy_bytes_total +%d; copy %.2fs, annotation -> generation 2 Cached %.2fs\n",
 				s.BlobsUploaded, s.LogBytes, s.BlobsPresent, s.BlobsMounted, s.MetricBytes, s.SecondCopy, s.SecondWall)
-			fmt.Fprintf(w, "target \"uploads only the new layer\" (and its config): %s\n", metMark(ok))
+			fmt.Fprintf(w, "target \"uploads only the new layer\" (and its config): %s\n", benchproc.Met(ok))
 		}
 	}
 }

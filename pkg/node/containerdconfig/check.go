@@ -16,9 +16,14 @@
 // the transfer service does not support is present
 // (internal/cri/config CheckLocalImagePullConfigs).
 //
-// Check models containerd v2.4.2 (and 1.7 for version 1 and 2 files) on
-// Linux, including imported files and the migration of version 1 and 2
-// files to the 2.x layout.
+// Check loads the config with containerd's own loader
+// (cmd/containerd/server/config LoadConfigWithPlugins, with the CRI image
+// service's migration registered), so imports, merging and the migration of
+// version 1-3 files are containerd's. By hand it keeps only what that loader
+// does not tell: the colon-list trap of the transfer service, the missing
+// default config_path of containerd 1.x (checked for version 1 and 2 files,
+// as 1.7 reads them) and which settings make containerd 2.x use local image
+// pull.
 package containerdconfig
 
 import (
@@ -53,14 +58,15 @@ type Report struct {
 	Fix string
 }
 
-// Check reads the containerd config at path (with its imports) and reports
-// whether containerd will read hosts.toml files from hostsDir.
+// Check loads the containerd config at path (with its imports) with
+// containerd's own loader and reports whether containerd will read hosts.toml
+// files from hostsDir.
 func Check(path, hostsDir string) Report {
 	hostsDir = filepath.Clean(hostsDir)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return checkMissing(path, hostsDir)
 	}
-	files, err := load(path)
+	l, err := load(path)
 	if err != nil {
 		return Report{
 			Version:  "unknown",
@@ -68,46 +74,44 @@ func Check(path, hostsDir string) Report {
 			Fix:      fmt.Sprintf("make %s and the files it imports readable, valid TOML", path),
 		}
 	}
-
-	main := files[0]
 	r := Report{Version: "1.x"}
-	if main.version >= 3 {
+	if l.version >= 3 {
 		r.Version = "2.x"
 	}
-	if main.version > latestVersion {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("config version %d is newer than the latest this check knows (%d, containerd v2.4.2); checked as version %d", main.version, latestVersion, latestVersion))
-	}
-	fx := fixer{path: path, hostsDir: hostsDir, table: registryTable(main.version), shortNames: main.version <= 1}
-
-	v2 := check2x(files, hostsDir, &fx)
-	if main.version >= 3 {
+	fx := fixer{path: path, hostsDir: hostsDir, table: registryTable(l.version), shortNames: l.version <= 1}
+	img, imgErr := images(&l.cfg)
+	v2 := check2x(img, imgErr, l.cfg.DisabledPlugins, hostsDir, &fx)
+	if l.version >= 3 {
 		r.ConfigPath = v2.configPath
-		r.Problems, r.Warnings = v2.problems, append(r.Warnings, v2.warnings...)
+		r.Problems, r.Warnings = v2.problems, v2.warnings
 	} else {
-		v1 := check1x(files, hostsDir, &fx)
+		reg, regErr := criRegistry(&l.cfg)
+		v1 := check1x(reg, regErr, l.cfg.DisabledPlugins, hostsDir, &fx)
 		r.ConfigPath = v1.configPath
-		mig := fmt.Sprintf("containerd 2.x (which migrates this version %d file): ", main.version)
+		mig := fmt.Sprintf("containerd 2.x (which migrates this version %d file): ", l.version)
 		r.Problems = combine(v1.problems, v2.problems, "containerd 1.x: ", mig)
-		r.Warnings = append(r.Warnings, combine(v1.warnings, v2.warnings, "containerd 1.x: ", mig)...)
+		r.Warnings = combine(v1.warnings, v2.warnings, "containerd 1.x: ", mig)
 	}
-	r.OK = len(r.Problems) == 0
-	if !r.OK {
-		r.Fix = fx.String()
-	}
-	return r
+	return finish(r, &fx)
 }
 
 // checkMissing reports on containerd's built-in defaults.
 func checkMissing(path, hostsDir string) Report {
 	fx := fixer{path: path, hostsDir: hostsDir, table: registryTable(2), create: true}
-	v1 := check1x(nil, hostsDir, &fx)
-	v2 := check2x(nil, hostsDir, &fx)
+	v1 := check1x(registrySettings{}, nil, nil, hostsDir, &fx)
+	img, err := images(nil)
+	v2 := check2x(img, err, nil, hostsDir, &fx)
 	r := Report{
 		Version:  "unknown",
 		Problems: combine(v1.problems, v2.problems, "containerd 1.x: ", "containerd 2.x: "),
 		Warnings: append([]string{fmt.Sprintf("no containerd config at %s: containerd runs on its defaults", path)},
 			combine(v1.warnings, v2.warnings, "containerd 1.x: ", "containerd 2.x: ")...),
 	}
+	return finish(r, &fx)
+}
+
+// finish sets OK and Fix from the problems found.
+func finish(r Report, fx *fixer) Report {
 	r.OK = len(r.Problems) == 0
 	if !r.OK {
 		r.Fix = fx.String()
@@ -117,7 +121,7 @@ func checkMissing(path, hostsDir string) Report {
 
 // registryTable is the header of the CRI registry table in a file of the
 // given config version.
-func registryTable(version int64) string {
+func registryTable(version int) string {
 	switch {
 	case version >= 3:
 		return `plugins."io.containerd.cri.v1.images".registry`
@@ -128,7 +132,7 @@ func registryTable(version int64) string {
 	}
 }
 
-// view is what one containerd release line makes of the files.
+// view is what one containerd release line makes of the config.
 type view struct {
 	configPath string
 	problems   []string
@@ -143,102 +147,67 @@ func (v *view) warn(format string, a ...any) {
 	v.warnings = append(v.warnings, fmt.Sprintf(format, a...))
 }
 
-// registry is the CRI registry table's settings that matter here.
-type registry struct {
-	configPath             string
-	mirrors, configs, auth int
-}
-
-// readRegistry reads t's registry table; ok is false (and a problem is
-// recorded) when containerd could not decode config_path.
-func readRegistry(v *view, t map[string]any) (r registry, ok bool) {
-	reg := asMap(t["registry"])
-	r = registry{
-		mirrors: len(asMap(reg["mirrors"])),
-		configs: len(asMap(reg["configs"])),
-		auth:    len(asMap(reg["auths"])),
-	}
-	switch cp := reg["config_path"].(type) {
-	case nil:
-	case string:
-		r.configPath = cp
-	default:
-		v.problem("registry config_path is %T, not a string: containerd cannot load its CRI configuration", cp)
-		return r, false
-	}
-	return r, true
-}
-
-// check2x models containerd v2.4.2's CRI image service (plugins/cri/images
-// plugin.go InitFn, internal/cri/config ValidateImageConfig and
-// CheckLocalImagePullConfigs, internal/cri/server/images image_pull.go).
-func check2x(files []file, hostsDir string, fx *fixer) view {
-	var v view
-	img := map[string]any{}
-	var disabled []string
-	for _, f := range files {
-		merge(img, f.imagesConfig())
-		disabled = append(disabled, f.disabled()...)
-	}
-	for _, p := range []string{criPlugin, imagesPlugin} {
+// disabledPlugins reports the CRI plugins among disabled (full IDs: the
+// loader migrates version 1 short names).
+func disabledPlugins(v *view, disabled []string, fx *fixer, ids ...string) {
+	for _, p := range ids {
 		if slices.Contains(disabled, p) {
 			v.problem("plugin %s is in disabled_plugins: kubelet cannot pull images through this containerd", p)
 			fx.enable(p)
 		}
 	}
+}
 
-	reg, ok := readRegistry(&v, img)
-	if !ok {
+// forcesLocalPull lists the settings with which containerd 2.x falls back to
+// local image pull, as internal/cri/config CheckLocalImagePullConfigs does
+// on Linux (an internal package, so listed here).
+func forcesLocalPull(img imageSettings) []string {
+	var out []string
+	if !img.DisableSnapshotAnnotations {
+		out = append(out, "disable_snapshot_annotations = false")
+	}
+	if img.DiscardUnpackedLayers {
+		out = append(out, "discard_unpacked_layers = true")
+	}
+	if len(img.Registry.Mirrors) > 0 {
+		out = append(out, "registry.mirrors")
+	}
+	if len(img.Registry.Configs) > 0 {
+		out = append(out, "registry.configs")
+	}
+	if len(img.Registry.Auths) > 0 {
+		out = append(out, "registry.auths")
+	}
+	if img.MaxConcurrentDownloads != 3 {
+		out = append(out, fmt.Sprintf("max_concurrent_downloads = %d", img.MaxConcurrentDownloads))
+	}
+	if img.ImagePullWithSyncFs {
+		out = append(out, "image_pull_with_sync_fs = true")
+	}
+	return out
+}
+
+// check2x checks containerd 2.x's CRI image service as loaded (decodeErr is
+// the error decoding its table): what its InitFn does with config_path and
+// where its pull paths look for hosts.toml (plugins/cri/images plugin.go,
+// internal/cri/server/images image_pull.go).
+func check2x(img imageSettings, decodeErr error, disabled []string, hostsDir string, fx *fixer) view {
+	var v view
+	disabledPlugins(&v, disabled, fx, criPlugin, imagesPlugin)
+	if decodeErr != nil {
+		v.problem("%v: containerd cannot load its CRI image service", decodeErr)
 		fx.setPath()
 		return v
 	}
-	useLocal := boolSetting(&v, img, "use_local_image_pull", false)
-	// Settings the transfer service does not support make containerd fall
-	// back to local image pull (Linux defaults in internal/cri/config
-	// config_unix.go).
-	var forcesLocal []string
-	if !boolSetting(&v, img, "disable_snapshot_annotations", true) {
-		forcesLocal = append(forcesLocal, "disable_snapshot_annotations = false")
-	}
-	if boolSetting(&v, img, "discard_unpacked_layers", false) {
-		forcesLocal = append(forcesLocal, "discard_unpacked_layers = true")
-	}
-	if reg.mirrors > 0 {
-		forcesLocal = append(forcesLocal, "registry.mirrors")
-	}
-	if reg.configs > 0 {
-		forcesLocal = append(forcesLocal, "registry.configs")
-	}
-	if reg.auth > 0 {
-		forcesLocal = append(forcesLocal, "registry.auths")
-	}
-	if n := intSetting(&v, img, "max_concurrent_downloads", 3); n != 3 {
-		forcesLocal = append(forcesLocal, fmt.Sprintf("max_concurrent_downloads = %d", n))
-	}
-	if boolSetting(&v, img, "image_pull_with_sync_fs", false) {
-		forcesLocal = append(forcesLocal, "image_pull_with_sync_fs = true")
-	}
-	localPull := useLocal || len(forcesLocal) > 0
-
+	reg := img.Registry
+	forcesLocal := forcesLocalPull(img)
+	localPull := img.UseLocalImagePull || len(forcesLocal) > 0
 	deprecated(&v, reg)
-	cp := reg.configPath
-	defaulted := false
-	switch {
-	case reg.mirrors > 0 && cp != "":
-		v.configPath = cp
-		v.problem("registry.mirrors and registry config_path are both set: containerd refuses to load the CRI image service (\"`mirrors` cannot be set when `config_path` is provided\")")
-		fx.mirrors()
+	cp, defaulted, ok := configPath2x(&v, reg, fx)
+	if !ok {
 		return v
-	case reg.mirrors > 0:
-		v.problem("registry.mirrors is set and config_path is not: containerd uses the mirrors and reads no hosts.toml")
-		fx.mirrors()
-		fx.setPath()
-		return v
-	case cp == "":
-		cp, defaulted = defaultConfigPath2x, true
 	}
 	v.configPath = cp
-
 	roots := filepath.SplitList(cp)
 	if len(roots) > 1 && !localPull {
 		what := fmt.Sprintf("config_path %q is", cp)
@@ -250,7 +219,7 @@ func check2x(files []file, hostsDir string, fx *fixer) view {
 		fx.colonList()
 		return v
 	}
-	if len(roots) > 1 && !useLocal {
+	if len(roots) > 1 && !img.UseLocalImagePull {
 		v.warn("config_path %q is a colon-separated list that containerd splits only because %s makes it fall back to local image pull; without that setting every hosts.toml would be ignored (set use_local_image_pull = true to depend on nothing)",
 			cp, strings.Join(forcesLocal, ", "))
 	}
@@ -261,48 +230,57 @@ func check2x(files []file, hostsDir string, fx *fixer) view {
 	return v
 }
 
-// check1x models containerd 1.7's CRI plugin: no default config_path, always
+// configPath2x is the config_path containerd 2.x uses; ok is false when
+// mirrors make it read no hosts.toml at all.
+func configPath2x(v *view, reg registrySettings, fx *fixer) (cp string, defaulted, ok bool) {
+	switch {
+	case len(reg.Mirrors) > 0 && reg.ConfigPath != "":
+		v.configPath = reg.ConfigPath
+		v.problem("registry.mirrors and registry config_path are both set: containerd refuses to load the CRI image service (\"`mirrors` cannot be set when `config_path` is provided\")")
+		fx.mirrors()
+		return "", false, false
+	case len(reg.Mirrors) > 0:
+		v.problem("registry.mirrors is set and config_path is not: containerd uses the mirrors and reads no hosts.toml")
+		fx.mirrors()
+		fx.setPath()
+		return "", false, false
+	case reg.ConfigPath == "":
+		return defaultConfigPath2x, true, true
+	}
+	return reg.ConfigPath, false, true
+}
+
+// check1x checks containerd 1.7's CRI plugin: no default config_path, always
 // local image pull, config_path split into a list
 // (pkg/cri/server/image_pull.go registryHosts, pkg/cri/config
 // ValidatePluginConfig).
-func check1x(files []file, hostsDir string, fx *fixer) view {
+func check1x(reg registrySettings, decodeErr error, disabled []string, hostsDir string, fx *fixer) view {
 	var v view
-	cri := map[string]any{}
-	var disabled []string
-	for _, f := range files {
-		if f.version > 2 {
-			continue
-		}
-		merge(cri, f.criConfig())
-		disabled = append(disabled, f.disabled()...)
-	}
-	if slices.Contains(disabled, criPlugin) {
-		v.problem("plugin %s is in disabled_plugins: kubelet cannot pull images through this containerd", criPlugin)
-		fx.enable(criPlugin)
-	}
-	reg, ok := readRegistry(&v, cri)
-	if !ok {
+	disabledPlugins(&v, disabled, fx, criPlugin)
+	if decodeErr != nil {
+		v.problem("%v: containerd cannot load its CRI plugin", decodeErr)
 		fx.setPath()
 		return v
 	}
 	deprecated(&v, reg)
-	v.configPath = reg.configPath
+	v.configPath = reg.ConfigPath
+	mirrors := len(reg.Mirrors) > 0
 	switch {
-	case reg.configPath == "" && reg.mirrors > 0:
+	case reg.ConfigPath == "" && mirrors:
 		v.problem("registry config_path is not set: containerd uses registry.mirrors and reads no hosts.toml")
 		fx.mirrors()
 		fx.setPath()
 		return v
-	case reg.configPath == "":
+	case reg.ConfigPath == "":
 		v.problem("registry config_path is not set, and containerd 1.x has no default: it reads no hosts.toml")
 		fx.setPath()
 		return v
-	case reg.mirrors > 0:
+	case mirrors:
 		v.problem("registry.mirrors and registry config_path are both set: containerd refuses to load the CRI plugin (\"`mirrors` cannot be set when `config_path` is provided\")")
 		fx.mirrors()
 		return v
 	}
-	checkRoots(&v, reg.configPath, filepath.SplitList(reg.configPath), hostsDir, fx)
+	checkRoots(&v, reg.ConfigPath, filepath.SplitList(reg.ConfigPath), hostsDir, fx)
 	return v
 }
 
@@ -330,36 +308,12 @@ func checkRoots(v *view, cp string, roots []string, hostsDir string, fx *fixer) 
 }
 
 // deprecated warns about the registry sections config_path replaces.
-func deprecated(v *view, reg registry) {
-	if reg.configs > 0 {
+func deprecated(v *view, reg registrySettings) {
+	if len(reg.Configs) > 0 {
 		v.warn("registry.configs is deprecated: with config_path set its TLS settings are ignored (only auth is used); put them in hosts.toml")
 	}
-	if reg.auth > 0 {
+	if len(reg.Auths) > 0 {
 		v.warn("registry.auths is deprecated: use imagePullSecrets or hosts.toml-side configuration")
-	}
-}
-
-func boolSetting(v *view, t map[string]any, key string, def bool) bool {
-	switch b := t[key].(type) {
-	case nil:
-		return def
-	case bool:
-		return b
-	default:
-		v.problem("%s is %T, not a boolean: containerd cannot load its CRI configuration", key, b)
-		return def
-	}
-}
-
-func intSetting(v *view, t map[string]any, key string, def int64) int64 {
-	switch n := t[key].(type) {
-	case nil:
-		return def
-	case int64:
-		return n
-	default:
-		v.problem("%s is %T, not an integer: containerd cannot load its CRI configuration", key, n)
-		return def
 	}
 }
 

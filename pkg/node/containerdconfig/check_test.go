@@ -181,10 +181,25 @@ func TestCheck(t *testing.T) {
 			wantProblems: []string{"containerd 2.x (which migrates this version 2 file): config_path \"/etc/containerd/certs.d:/etc/docker/certs.d\" is a colon-separated list"},
 		},
 		{
+			// containerd v2.4.2 migrates the containerd table's image settings
+			// only when it has runtimes (plugins/cri/images migrateConfig).
+			name: "version 2, colon list, a setting that would force local pull is not migrated without runtimes",
+			files: map[string]string{"config.toml": `version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  disable_snapshot_annotations = false
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
+`},
+			wantVersion: "1.x", wantConfigPath: "/etc/containerd/certs.d:/etc/docker/certs.d",
+			wantProblems: []string{"containerd 2.x (which migrates this version 2 file): config_path \"/etc/containerd/certs.d:/etc/docker/certs.d\" is a colon-separated list: the default pull path"},
+		},
+		{
 			name: "version 2, colon list with a migrated setting that forces local pull on 2.x",
 			files: map[string]string{"config.toml": `version = 2
 [plugins."io.containerd.grpc.v1.cri".containerd]
   disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
 `},
@@ -266,10 +281,25 @@ imports = ["drop.toml"]
 			wantOK: true, wantVersion: "2.x", wantConfigPath: hostsDir,
 		},
 		{
+			name:         "a version newer than containerd knows: containerd refuses it",
+			files:        map[string]string{"config.toml": "version = 99\n"},
+			wantVersion:  "unknown",
+			wantProblems: []string{"expected containerd config version equal to or less than"},
+		},
+		{
+			name: "a CRI table that is not a table: containerd's migration fails",
+			files: map[string]string{"config.toml": `version = 2
+[plugins]
+  "io.containerd.grpc.v1.cri" = "x"
+`},
+			wantVersion:  "unknown",
+			wantProblems: []string{"containerd's config migration fails"},
+		},
+		{
 			name:         "unparseable TOML",
 			files:        map[string]string{"config.toml": "version = 3\n[plugins\nx = 1\n"},
 			wantVersion:  "unknown",
-			wantProblems: []string{"parse ", "row 2"},
+			wantProblems: []string{"failed to unmarshal TOML", "row 2"},
 		},
 		{
 			name: "wrong type for config_path",
@@ -278,7 +308,7 @@ imports = ["drop.toml"]
   config_path = ["/etc/containerd/certs.d"]
 `},
 			wantVersion:  "2.x",
-			wantProblems: []string{"config_path is []interface {}, not a string"},
+			wantProblems: []string{"cannot decode TOML array into struct field config.Registry.ConfigPath of type string: containerd cannot load its CRI image service"},
 		},
 	}
 	for _, tt := range tests {

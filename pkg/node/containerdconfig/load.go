@@ -1,226 +1,164 @@
 package containerdconfig
 
 import (
-	"errors"
+	"context"
 	"fmt"
+	"io"
+	"iter"
 	"os"
-	"path/filepath"
-	"strings"
+	"reflect"
+	"slices"
 
+	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
+	// The CRI image service's registration carries the migration containerd
+	// runs at start on version 1-3 files (image settings move from the 1.x
+	// CRI plugin to imagesPlugin) and the service's defaults. Without this
+	// import a version 2 file's registry settings would not reach the 2.x view.
+	_ "github.com/containerd/containerd/v2/plugins/cri/images"
+	"github.com/containerd/containerd/v2/version"
+	"github.com/containerd/log"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
 	"github.com/pelletier/go-toml/v2"
+	"github.com/sirupsen/logrus"
 )
 
 // Plugin IDs and defaults, as in containerd v2.4.2.
 const (
-	// criPlugin is the 1.x CRI plugin ("cri" in version 1 files). containerd
-	// 2.x migrates its image settings to imagesPlugin
-	// (plugins/cri/images/plugin.go configMigration).
+	// criPlugin is the 1.x CRI plugin ("cri" in version 1 files).
 	criPlugin = "io.containerd.grpc.v1.cri"
 	// imagesPlugin is containerd 2.x's CRI image service (config version 3+).
 	imagesPlugin = "io.containerd.cri.v1.images"
-	// latestVersion is containerd v2.4.2's version.ConfigVersion.
-	latestVersion = 4
 	// defaultConfigPath2x is the config_path containerd 2.x's CRI image
-	// service uses on Linux when neither config_path nor mirrors is set
+	// service sets on Linux when neither config_path nor mirrors is set: in
+	// its InitFn, not in its default config, so the loader does not show it
 	// (plugins/cri/images/plugin.go).
 	defaultConfigPath2x = "/etc/containerd/certs.d:/etc/docker/certs.d"
 )
 
-// file is one decoded containerd config file.
-type file struct {
-	path    string
-	version int64
-	doc     map[string]any
+// loaded is the node's containerd config as containerd itself loads it at
+// start: imports merged, every file migrated to the latest version with the
+// plugins' migrations.
+type loaded struct {
+	// version is the main file's own config version (1 when unset).
+	version int
+	cfg     srvconfig.Config
 }
 
-// load decodes path and, like containerd's LoadConfigWithPlugins, the files
-// it imports (breadth first, each once), in the order containerd merges them.
-func load(path string) ([]file, error) {
-	var (
-		files   []file
-		loaded  = map[string]bool{}
-		pending = []string{path}
-	)
-	for len(pending) > 0 {
-		p := pending[0]
-		pending = pending[1:]
-		if loaded[p] {
-			continue
+// load runs containerd's LoadConfigWithPlugins on path, as containerd's main
+// does, with the CRI image service's migration registered.
+func load(path string) (l loaded, err error) {
+	defer func() {
+		// The migrations type-assert plugin tables; containerd would crash
+		// on such a file, the node agent reports it.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("load %s: containerd's config migration fails: %v", path, p)
 		}
-		f, err := decode(p)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
-		imports, err := resolveImports(p, f.doc["imports"])
-		if err != nil {
-			return nil, err
-		}
-		loaded[p] = true
-		pending = append(pending, imports...)
+	}()
+	l.cfg = srvconfig.Config{Version: version.ConfigVersion}
+	if err := srvconfig.LoadConfigWithPlugins(quiet(), path, registrations, &l.cfg); err != nil {
+		return loaded{}, fmt.Errorf("load %s: %w", path, err)
 	}
-	return files, nil
+	l.version, err = fileVersion(path)
+	return l, err
 }
 
-func decode(path string) (file, error) {
+// registrations lists the linked plugin registrations, as containerd's main
+// does for LoadConfigWithPlugins.
+func registrations() iter.Seq[plugin.Registration] {
+	return slices.Values(registry.Graph(func(*plugin.Registration) bool { return false }))
+}
+
+// quiet is a context whose containerd logger discards: containerd logs
+// migrations and unknown keys on its own logrus logger, not the agent's.
+func quiet() context.Context {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return log.WithLogger(context.Background(), logrus.NewEntry(l))
+}
+
+// fileVersion reads the version key of the main file alone: containerd's
+// merged config carries the latest version.
+func fileVersion(path string) (int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return file{}, fmt.Errorf("read %s: %w", path, err)
+		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
-	var doc map[string]any
-	if err := toml.Unmarshal(b, &doc); err != nil {
-		if de, ok := errors.AsType[*toml.DecodeError](err); ok {
-			row, col := de.Position()
-			return file{}, fmt.Errorf("parse %s: row %d column %d: %w", path, row, col, err)
-		}
-		return file{}, fmt.Errorf("parse %s: %w", path, err)
+	var v struct {
+		Version int `toml:"version"`
 	}
-	f := file{path: path, version: 1, doc: doc}
-	if v, ok := doc["version"]; ok {
-		n, ok := v.(int64)
-		if !ok {
-			return file{}, fmt.Errorf("parse %s: version is %T, not an integer", path, v)
-		}
-		if n > 1 {
-			f.version = n
-		}
+	if err := toml.Unmarshal(b, &v); err != nil {
+		return 0, fmt.Errorf("read version of %s: %w", path, err)
 	}
-	return f, nil
+	return max(v.Version, 1), nil
 }
 
-// resolveImports is containerd's resolveImports: relative paths are relative
-// to the importing file's directory, paths with "*" are globs.
-func resolveImports(parent string, v any) ([]string, error) {
-	if v == nil {
-		return nil, nil
+// registrySettings are the CRI registry settings this check reads.
+type registrySettings struct {
+	ConfigPath string         `toml:"config_path"`
+	Mirrors    map[string]any `toml:"mirrors"`
+	Configs    map[string]any `toml:"configs"`
+	Auths      map[string]any `toml:"auths"`
+}
+
+// imageSettings are the CRI image service settings this check reads.
+type imageSettings struct {
+	Registry                   registrySettings `toml:"registry"`
+	UseLocalImagePull          bool             `toml:"use_local_image_pull"`
+	DisableSnapshotAnnotations bool             `toml:"disable_snapshot_annotations"`
+	DiscardUnpackedLayers      bool             `toml:"discard_unpacked_layers"`
+	MaxConcurrentDownloads     int              `toml:"max_concurrent_downloads"`
+	ImagePullWithSyncFs        bool             `toml:"image_pull_with_sync_fs"`
+}
+
+// images decodes the image service's table into containerd's own config
+// type, starting from its defaults, as containerd does before InitFn. cfg
+// nil gives the defaults.
+func images(cfg *srvconfig.Config) (imageSettings, error) {
+	reg, err := imagesRegistration()
+	if err != nil {
+		return imageSettings{}, err
 	}
-	list, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("parse %s: imports is %T, not a list", parent, v)
+	// A copy of the registered default, which must stay as it is.
+	into := reflect.New(reflect.TypeOf(reg.Config).Elem())
+	into.Elem().Set(reflect.ValueOf(reg.Config).Elem())
+	if cfg != nil {
+		if _, err := cfg.Decode(quiet(), imagesPlugin, into.Interface()); err != nil {
+			return imageSettings{}, fmt.Errorf("decode [plugins.%q]: %w", imagesPlugin, err)
+		}
 	}
-	var out []string
-	for _, e := range list {
-		p, ok := e.(string)
-		if !ok {
-			return nil, fmt.Errorf("parse %s: import %v is not a string", parent, e)
+	return settingsOf[imageSettings](into.Interface())
+}
+
+// criRegistry decodes the 1.x CRI plugin's registry table.
+func criRegistry(cfg *srvconfig.Config) (registrySettings, error) {
+	var cri struct {
+		Registry registrySettings `toml:"registry"`
+	}
+	if _, err := cfg.Decode(quiet(), criPlugin, &cri); err != nil {
+		return registrySettings{}, fmt.Errorf("decode [plugins.%q]: %w", criPlugin, err)
+	}
+	return cri.Registry, nil
+}
+
+func imagesRegistration() (plugin.Registration, error) {
+	for r := range registrations() {
+		if r.URI() == imagesPlugin && r.Config != nil {
+			return r, nil
 		}
-		p = filepath.Clean(p)
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(parent), p)
-		}
-		if strings.Contains(p, "*") {
-			matches, err := filepath.Glob(p)
-			if err != nil {
-				return nil, fmt.Errorf("expand import %s of %s: %w", p, parent, err)
-			}
-			out = append(out, matches...)
-			continue
-		}
-		out = append(out, p)
+	}
+	return plugin.Registration{}, fmt.Errorf("containerd plugin %s is not linked", imagesPlugin)
+}
+
+// settingsOf reads the fields T names from containerd's config value.
+func settingsOf[T any](v any) (T, error) {
+	var out T
+	b, err := toml.Marshal(v)
+	if err != nil {
+		return out, fmt.Errorf("encode %T: %w", v, err)
+	}
+	if err := toml.Unmarshal(b, &out); err != nil {
+		return out, fmt.Errorf("decode %T: %w", v, err)
 	}
 	return out, nil
-}
-
-// plugins returns f's plugin tables under their full IDs: version 1 files
-// name core plugins by short name ("cri"), which containerd's v1 migration
-// renames.
-func (f file) plugins() map[string]any {
-	ps, _ := f.doc["plugins"].(map[string]any)
-	if f.version > 1 {
-		return ps
-	}
-	out := make(map[string]any, len(ps))
-	for k, v := range ps {
-		if k == "cri" {
-			k = criPlugin
-		}
-		out[k] = v
-	}
-	return out
-}
-
-// disabled returns f's disabled_plugins under full IDs.
-func (f file) disabled() []string {
-	list, _ := f.doc["disabled_plugins"].([]any)
-	var out []string
-	for _, e := range list {
-		s, _ := e.(string)
-		if f.version <= 1 && s == "cri" {
-			s = criPlugin
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// imagesConfig is the CRI image service's configuration a file contributes
-// on containerd 2.x: its imagesPlugin table, overlaid, for files older than
-// the latest version, with the keys containerd's migration copies from the
-// 1.x CRI plugin (plugins/cri/images/plugin.go migrateConfig).
-func (f file) imagesConfig() map[string]any {
-	ps := f.plugins()
-	img := deepCopy(asMap(ps[imagesPlugin]))
-	if f.version >= latestVersion {
-		return img
-	}
-	cri := asMap(ps[criPlugin])
-	for _, k := range []string{"registry", "max_concurrent_downloads", "image_pull_with_sync_fs"} {
-		if v, ok := cri[k]; ok {
-			img[k] = deepCopyValue(v)
-		}
-	}
-	ctrd := asMap(cri["containerd"])
-	for _, k := range []string{"disable_snapshot_annotations", "discard_unpacked_layers"} {
-		if v, ok := ctrd[k]; ok {
-			img[k] = v
-		}
-	}
-	return img
-}
-
-// criConfig is the 1.x CRI plugin's table in a file.
-func (f file) criConfig() map[string]any {
-	return deepCopy(asMap(f.plugins()[criPlugin]))
-}
-
-// merge deep-merges src into dst as containerd merges imported files
-// (mergo with override: tables merge key by key, other values replace).
-func merge(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				merge(dm, sm)
-				continue
-			}
-		}
-		dst[k] = v
-	}
-}
-
-func asMap(v any) map[string]any {
-	m, _ := v.(map[string]any)
-	return m
-}
-
-func deepCopy(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = deepCopyValue(v)
-	}
-	return out
-}
-
-func deepCopyValue(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		return deepCopy(v)
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = deepCopyValue(e)
-		}
-		return out
-	default:
-		return v
-	}
 }
