@@ -23,8 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -67,7 +66,7 @@ func requestCheck(t *testing.T, c client.Client, name, value string) {
 func TestPinnedPulls(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/team/app:v1"
-	gen1 := r.up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	gen1 := r.up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
 	// 1. Tag pins app:v1 -> a CRI pull gets generation 1's digest.
 	createTag(t, r.c, "app", ref)
@@ -77,7 +76,7 @@ func TestPinnedPulls(t *testing.T) {
 	}
 
 	// 2. The upstream moves the tag: a fresh node still gets generation 1 ...
-	gen2 := r.up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	gen2 := r.up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 	if got := r.freshPull(ref); got != gen1.Digest.String() {
 		t.Fatalf("scenario 2: before a check, a fresh pull got %s, want pinned %s (upstream has %s)", got, gen1.Digest, gen2.Digest)
 	}
@@ -92,7 +91,7 @@ func TestPinnedPulls(t *testing.T) {
 	// pulled) converges to generation 1 with no pull from us.
 	patchTag(t, r.c, "app", `{"spec":{"generation":1}}`)
 	r.waitServed("app", ref, gen1.Digest.String())
-	waitfor.Cond(t, time.Minute, "node record converged to generation 1", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "node record converged to generation 1", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})
@@ -101,12 +100,12 @@ func TestPinnedPulls(t *testing.T) {
 	}
 
 	// 4. An unpinned image of the same registry pulls normally through the 404.
-	other := r.up.PushImage(t, "team/other", "v1", registrytest.ImageOptions{})
+	other := r.up.PushImage(t, "team/other", "v1", rig.ImageOptions{})
 	if got := r.freshPull(r.up.Host() + "/team/other:v1"); got != other.Digest.String() {
 		t.Fatalf("scenario 4: unpinned pull got %s, want upstream %s", got, other.Digest)
 	}
 	// And an unpinned tag of the pinned repository too.
-	v2 := r.up.PushImage(t, "team/app", "v2", registrytest.ImageOptions{})
+	v2 := r.up.PushImage(t, "team/app", "v2", rig.ImageOptions{})
 	if got := r.freshPull(r.up.Host() + "/team/app:v2"); got != v2.Digest.String() {
 		t.Fatalf("scenario 4: unpinned tag of a pinned repository got %s, want %s", got, v2.Digest)
 	}
@@ -119,14 +118,14 @@ func TestAgentDown(t *testing.T) {
 		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
 			r := newRig(t, rigOptions{strict: strict})
 			ref := r.up.Host() + "/down/app:v1"
-			gen1 := r.up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
+			gen1 := r.up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
 			name := fmt.Sprintf("down-strict-%v", strict)
 			createTag(t, r.c, name, ref)
 			r.waitServed(name, ref, gen1.Digest.String())
 			if got := r.freshPull(ref); got != gen1.Digest.String() {
 				t.Fatalf("pulled %s with the agent up, want %s", got, gen1.Digest)
 			}
-			moved := r.up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
+			moved := r.up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
 
 			r.stopAgent()
 			ctx := context.Background()
@@ -186,7 +185,7 @@ func snapshotDir(t *testing.T, dir string) map[string]string {
 func TestExistingHostsConfig(t *testing.T) {
 	var before map[string]string
 	var regDir string
-	r := newRig(t, rigOptions{prepare: func(r *rig) {
+	r := newRig(t, rigOptions{prepare: func(r *env) {
 		regDir = filepath.Join(r.agentOpt.HostsDir, r.up.Host())
 		if err := os.MkdirAll(regDir, 0o755); err != nil {
 			t.Fatal(err)
@@ -202,7 +201,7 @@ func TestExistingHostsConfig(t *testing.T) {
 		before = snapshotDir(t, regDir)
 	}})
 	ref := r.up.Host() + "/keep/app:v1"
-	gen1 := r.up.PushImage(t, "keep/app", "v1", registrytest.ImageOptions{})
+	gen1 := r.up.PushImage(t, "keep/app", "v1", rig.ImageOptions{})
 	createTag(t, r.c, "keep", ref)
 	r.waitServed("keep", ref, gen1.Digest.String())
 
@@ -215,7 +214,7 @@ func TestExistingHostsConfig(t *testing.T) {
 	if !strings.HasPrefix(string(written), "# managed by tagger") || mirrorAt < 0 || customAt < mirrorAt {
 		t.Fatalf("hosts.toml does not put our mirror before the kept entry:\n%s", written)
 	}
-	moved := r.up.PushImage(t, "keep/app", "v1", registrytest.ImageOptions{})
+	moved := r.up.PushImage(t, "keep/app", "v1", rig.ImageOptions{})
 	if got := r.freshPull(ref); got != gen1.Digest.String() {
 		t.Fatalf("pulled %s with a kept custom host, want pinned %s (upstream has %s)", got, gen1.Digest, moved.Digest)
 	}
@@ -252,10 +251,10 @@ func keys(m map[string]string) []string {
 func TestMultiArchPin(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/multi/app:1"
-	idx := r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{})
+	idx := r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{})
 	createTag(t, r.c, "multi", ref)
 	r.waitServed("multi", ref, idx.Digest.String())
-	r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{})
+	r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{})
 	if got := r.freshPull(ref); got != idx.Digest.String() {
 		t.Fatalf("pulled %s, want the pinned index %s", got, idx.Digest)
 	}

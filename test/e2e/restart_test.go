@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestConvergenceAfterContainerdRestart: containerd re-creates its socket
@@ -18,10 +17,10 @@ import (
 func TestConvergenceAfterContainerdRestart(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/restart/app:v1"
-	gen1 := r.up.PushImage(t, "restart/app", "v1", registrytest.ImageOptions{})
+	gen1 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
 	createTag(t, r.c, "restart-app", ref)
 	r.waitServed("restart-app", ref, gen1.Digest.String())
-	gen2 := r.up.PushImage(t, "restart/app", "v1", registrytest.ImageOptions{})
+	gen2 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
 	requestCheck(t, r.c, "restart-app", "moved")
 	r.waitServed("restart-app", ref, gen2.Digest.String())
 	if got := r.freshPull(ref); got != gen2.Digest.String() {
@@ -34,7 +33,7 @@ func TestConvergenceAfterContainerdRestart(t *testing.T) {
 	}
 
 	patchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
-	waitfor.Cond(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})

@@ -15,17 +15,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestGenerations walks a Tag through the whole generation story against a
 // real upstream registry, counting what the controller asks the upstream.
 func TestGenerations(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(t, up.URL())
-	img1 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	proxy := rig.NewCountingProxy(t, up.URL())
+	img1 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
 	createTag(t, c, newTag("gens", proxy.Host()+"/team/app:v1"))
 	tag := waitTag(t, c, "gens", "generation 1", servedIs(1, img1.Digest.String()))
@@ -47,12 +46,12 @@ func TestGenerations(t *testing.T) {
 	if n := len(tag.Status.Generations); n != 1 || tag.Status.LastCheck.Result != v1alpha1.CheckUnchanged {
 		t.Fatalf("unchanged check: %d generations, lastCheck %+v", n, tag.Status.LastCheck)
 	}
-	if heads, gets := proxy.Count(http.MethodHead, registrytest.KindManifest), proxy.Count(http.MethodGet, registrytest.KindManifest)+proxy.Count(http.MethodGet, registrytest.KindBlob); heads != 1 || gets != 0 {
+	if heads, gets := proxy.Count(http.MethodHead, rig.KindManifest), proxy.Count(http.MethodGet, rig.KindManifest)+proxy.Count(http.MethodGet, rig.KindBlob); heads != 1 || gets != 0 {
 		t.Fatalf("unchanged check sent %d manifest HEADs and %d GETs, want 1 and 0: %s", heads, gets, proxy)
 	}
 
 	// Upstream moves the tag: nothing changes until a check, then generation 2 is served.
-	img2 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 	if got := getTag(t, c, "gens"); got.Status.ServedDigest != img1.Digest.String() {
 		t.Fatalf("served moved without a check: %s", got.Status.ServedDigest)
 	}
@@ -86,7 +85,7 @@ func TestGenerations(t *testing.T) {
 	// Events for each new generation and each change of the served one
 	// (1->2, 2->1, 1->2: the last repeats the first and joins its series);
 	// the first generation served is not a change.
-	waitfor.Cond(t, waitTimeout, "Events on Tag gens", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "Events on Tag gens", func() (bool, string) {
 		reasons := eventReasons(t, c, "gens")
 		return count(reasons, "NewGeneration") >= 2 && count(reasons, "ServedGenerationChanged") >= 2, fmt.Sprintf("reasons %v", reasons)
 	})
@@ -100,8 +99,8 @@ func TestGenerations(t *testing.T) {
 // TestMultiArchIndex pins the index digest of a multi-platform image.
 func TestMultiArchIndex(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	idx := up.PushIndex(t, "multi/app", "1.0", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	idx := up.PushIndex(t, "multi/app", "1.0", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{Attestations: true})
 
 	createTag(t, c, newTag("multi", up.Host()+"/multi/app:1.0"))
 	tag := waitTag(t, c, "multi", "index pinned", servedIs(1, idx.Digest.String()))
@@ -116,8 +115,8 @@ func TestMultiArchIndex(t *testing.T) {
 // recorded when present, never a condition for pinning.
 func TestImageWithoutPlatform(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "scratch/app", "v1", registrytest.ImageOptions{Platform: registrytest.NoPlatform})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "scratch/app", "v1", rig.ImageOptions{Platform: rig.NoPlatform})
 
 	createTag(t, c, newTag("scratch", up.Host()+"/scratch/app:v1"))
 	tag := waitTag(t, c, "scratch", "pinned without platform", servedIs(1, img.Digest.String()))
@@ -132,8 +131,8 @@ func TestImageWithoutPlatform(t *testing.T) {
 // TestHistoryLimit keeps the newest generations and never prunes the served one.
 func TestHistoryLimit(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	first := up.PushImage(t, "lim/app", "v", registrytest.ImageOptions{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	first := up.PushImage(t, "lim/app", "v", rig.ImageOptions{})
 	tag := newTag("limit", up.Host()+"/lim/app:v")
 	tag.Spec.HistoryLimit = 2
 	createTag(t, c, tag)
@@ -141,7 +140,7 @@ func TestHistoryLimit(t *testing.T) {
 	setGeneration(t, c, "limit", ptr(int64(1)))
 	waitTag(t, c, "limit", "pinned 1", servedIs(1, first.Digest.String()))
 	for i := 2; i <= 4; i++ {
-		img := up.PushImage(t, "lim/app", "v", registrytest.ImageOptions{})
+		img := up.PushImage(t, "lim/app", "v", rig.ImageOptions{})
 		requestCheck(t, c, "limit", fmt.Sprint("c", i))
 		waitTag(t, c, "limit", fmt.Sprint("generation ", i), func(tg *v1alpha1.Tag) (bool, string) {
 			return tg.Status.LatestGeneration == int64(i) && tg.Status.Generations[0].Digest == img.Digest.String(), "latest"
@@ -160,15 +159,15 @@ func TestPrivateUpstreams(t *testing.T) {
 	users := map[string]string{"robot": "s3cret"}
 	cases := []struct {
 		name string
-		auth registrytest.Auth
+		auth rig.Auth
 	}{
-		{"token", registrytest.AuthToken},
-		{"basic", registrytest.AuthBasic},
+		{"token", rig.AuthToken},
+		{"basic", rig.AuthBasic},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := registrytest.New(t, registrytest.Options{Auth: tc.auth, Users: users})
-			img := up.PushImage(t, "private/app", "v1", registrytest.ImageOptions{})
+			up := rig.NewRegistry(t, rig.RegistryOptions{Auth: tc.auth, Users: users})
+			img := up.PushImage(t, "private/app", "v1", rig.ImageOptions{})
 			ns := "creds-" + tc.name
 			pullSecret(t, c, ns, "good", up.Host(), "robot", "s3cret")
 			pullSecret(t, c, ns+"-bad", "bad", up.Host(), "robot", "wrong")
@@ -180,7 +179,7 @@ func TestPrivateUpstreams(t *testing.T) {
 
 			// Wrong password and no Secret at all: Unauthorized, nothing served.
 			// Distinct tags of one image would conflict, so each uses its own repository tag.
-			img2 := up.PushImage(t, "private/app", "v2", registrytest.ImageOptions{})
+			img2 := up.PushImage(t, "private/app", "v2", rig.ImageOptions{})
 			_ = img2
 			bad := newTag("private-bad-"+tc.name, up.Host()+"/private/app:v2")
 			bad.Spec.PullSecretRef = &v1alpha1.SecretReference{Namespace: ns + "-bad", Name: "bad"}
@@ -207,8 +206,8 @@ func TestPrivateUpstreams(t *testing.T) {
 // TestUpstreamDown: a failed check changes neither the history nor the pin.
 func TestUpstreamDown(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
 	createTag(t, c, newTag("down", up.Host()+"/down/app:v1"))
 	waitTag(t, c, "down", "generation 1", servedIs(1, img.Digest.String()))
 
@@ -241,8 +240,8 @@ func TestUpstreamDown(t *testing.T) {
 // and takes over when the winner is deleted.
 func TestConflict(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "dup/app", "v1", registrytest.ImageOptions{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "dup/app", "v1", rig.ImageOptions{})
 
 	first := newTag("conflict-a", up.Host()+"/dup/app:v1")
 	createTag(t, c, first)

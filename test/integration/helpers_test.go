@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 const waitTimeout = 30 * time.Second
@@ -44,7 +44,7 @@ func getTag(t *testing.T, c client.Client, name string) *v1alpha1.Tag {
 func waitTag(t *testing.T, c client.Client, name, what string, cond func(*v1alpha1.Tag) (bool, string)) *v1alpha1.Tag {
 	t.Helper()
 	var last *v1alpha1.Tag
-	waitfor.Cond(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
 			return false, err.Error()

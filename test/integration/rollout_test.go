@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 )
 
@@ -21,9 +21,9 @@ import (
 func TestRolloutRestart(t *testing.T) {
 	c := startCluster(t)
 	ctx := context.Background()
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	image := up.Host() + "/roll/app:v1"
-	gen1 := up.PushImage(t, "roll/app", "v1", registrytest.ImageOptions{})
+	gen1 := up.PushImage(t, "roll/app", "v1", rig.ImageOptions{})
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rollout-it"}}
 	if err := c.Create(ctx, ns); err != nil {
@@ -66,7 +66,7 @@ func TestRolloutRestart(t *testing.T) {
 		t.Fatalf("the baseline generation restarted %s: %q", using.Name, got)
 	}
 
-	gen2 := up.PushImage(t, "roll/app", "v1", registrytest.ImageOptions{})
+	gen2 := up.PushImage(t, "roll/app", "v1", rig.ImageOptions{})
 	requestCheck(t, c, "roll", "moved")
 	waitTag(t, c, "roll", "rolled out generation 2", func(tg *v1alpha1.Tag) (bool, string) {
 		return tg.Status.ServedDigest == gen2.Digest.String() && tg.Status.RolledOutGeneration == 2, fmt.Sprint("rolledOut ", tg.Status.RolledOutGeneration)

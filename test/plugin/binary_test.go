@@ -9,14 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestBinary builds cmd/kubectl-tag and runs it as kubectl would, proving the
 // main wiring: arguments, stdout, stderr and the exit code.
 func TestBinary(t *testing.T) {
 	c := startCluster(t)
-	bin := filepath.Join(kubetest.BuildCommands(t, t.TempDir(), "kubectl-tag"), "kubectl-tag")
+	bin := filepath.Join(rig.BuildCommands(t, t.TempDir(), "kubectl-tag"), "kubectl-tag")
 
 	run := func(env []string, args ...string) (stdout, stderr string, code int) {
 		t.Helper()

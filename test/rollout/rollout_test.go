@@ -1,5 +1,5 @@
 // Package rollout_test runs pkg/controller/restart against a real kube-apiserver and etcd
-// (envtest, binaries from hack/testbin.sh) with the CRDs from deploy/crds.
+// (envtest, binaries from hack/rig.sh) with the CRDs from deploy/crds.
 // There is no kubelet or controller-manager: workloads are objects only, which
 // is all a restart touches.
 package rollout_test
@@ -32,8 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 )
 
@@ -73,7 +72,7 @@ func repoRoot() string {
 
 func start(t *testing.T) {
 	t.Helper()
-	dir := testbin.Require(t, "kube-apiserver", "etcd")
+	dir := rig.RequireBins(t, "kube-apiserver", "etcd")
 	cluster.once.Do(func() {
 		env := &envtest.Environment{
 			CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "deploy", "crds")},
@@ -353,7 +352,7 @@ func TestRestart(t *testing.T) {
 
 	// Events: one on the Tag (cluster-scoped, so in "default"), one on each
 	// restarted workload naming the Tag and generation, none elsewhere.
-	waitfor.Cond(t, 15*time.Second, "Events", func() (bool, string) {
+	rig.WaitFor(t, 15*time.Second, "Events", func() (bool, string) {
 		var onTag []eventsv1.Event
 		for _, e := range eventsFor(t, "default", restart.ReasonRolloutRestarted) {
 			if e.Regarding.Kind == "Tag" && e.Regarding.Name == "nginx" {

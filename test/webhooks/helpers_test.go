@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -43,7 +43,7 @@ func getTag(t *testing.T, c client.Client, name string) *v1alpha1.Tag {
 func waitTag(t *testing.T, c client.Client, name, what string, cond func(*v1alpha1.Tag) (bool, string)) *v1alpha1.Tag {
 	t.Helper()
 	var last *v1alpha1.Tag
-	waitfor.Cond(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
 			return false, err.Error()
@@ -72,7 +72,7 @@ func waitIndexed(t *testing.T, name, image string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
 		var list v1alpha1.TagList
 		if err := cluster.cached.List(context.Background(), &list, client.MatchingFields{hooks.ImageIndex: ref.String()}); err != nil {
 			return false, err.Error()

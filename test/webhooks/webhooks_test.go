@@ -8,8 +8,7 @@ import (
 	"time"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -88,7 +87,7 @@ func providers() []provider {
 // upstream and record the new generation.
 func TestProviders(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	host := up.Host()
 	window := 200 * time.Millisecond
 	hs := startHooks(t, hooks.Options{
@@ -101,13 +100,13 @@ func TestProviders(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			name := "wh-" + p.name
 			image := host + "/" + p.repo + ":v1"
-			img1 := up.PushImage(t, p.repo, "v1", registrytest.ImageOptions{})
+			img1 := up.PushImage(t, p.repo, "v1", rig.ImageOptions{})
 			createTag(t, c, name, image)
 			waitTag(t, c, name, "generation 1", servedIs(1, img1.Digest.String()))
 			waitIndexed(t, name, image)
 
 			// The upstream moves: only a check can tell.
-			img2 := up.PushImage(t, p.repo, "v1", registrytest.ImageOptions{})
+			img2 := up.PushImage(t, p.repo, "v1", rig.ImageOptions{})
 			before := getTag(t, c, name)
 
 			good := p.payload(host, p.repo, "v1")
@@ -171,9 +170,9 @@ func TestProviders(t *testing.T) {
 // the tag unchanged.
 func TestForgedDigestPinsNothing(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	hs := startHooks(t, hooks.Options{Secrets: secrets, Coalesce: 50 * time.Millisecond})
-	img := up.PushImage(t, "forged/app", "v1", registrytest.ImageOptions{})
+	img := up.PushImage(t, "forged/app", "v1", rig.ImageOptions{})
 	image := up.Host() + "/forged/app:v1"
 	createTag(t, c, "wh-forged", image)
 	waitTag(t, c, "wh-forged", "generation 1", servedIs(1, img.Digest.String()))
@@ -186,7 +185,7 @@ func TestForgedDigestPinsNothing(t *testing.T) {
 		t.Fatalf("%d %s", a.status, a.raw)
 	}
 	var value string
-	waitfor.Cond(t, waitTimeout, "the webhook check", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "the webhook check", func() (bool, string) {
 		cs := hs.checksFor("wh-forged")
 		if len(cs) == 1 {
 			value = cs[0].Value
@@ -211,17 +210,17 @@ func TestForgedDigestPinsNothing(t *testing.T) {
 // annotation patch and one upstream manifest HEAD.
 func TestCoalescing(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(t, up.URL())
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	proxy := rig.NewCountingProxy(t, up.URL())
 	window := 2 * time.Second
 	hs := startHooks(t, hooks.Options{Secrets: secrets, Coalesce: window})
 
-	img1 := up.PushImage(t, "burst/app", "v1", registrytest.ImageOptions{})
+	img1 := up.PushImage(t, "burst/app", "v1", rig.ImageOptions{})
 	image := proxy.Host() + "/burst/app:v1"
 	createTag(t, c, "wh-burst", image)
 	waitTag(t, c, "wh-burst", "generation 1", servedIs(1, img1.Digest.String()))
 	waitIndexed(t, "wh-burst", image)
-	img2 := up.PushImage(t, "burst/app", "v1", registrytest.ImageOptions{})
+	img2 := up.PushImage(t, "burst/app", "v1", rig.ImageOptions{})
 	proxy.Reset()
 
 	// 50 deliveries over about 750ms, a few at a time.
@@ -251,7 +250,7 @@ func TestCoalescing(t *testing.T) {
 	if n := len(hs.checksFor("wh-burst")); n != 1 {
 		t.Fatalf("%d annotation patches, want 1: %+v", n, hs.checksFor("wh-burst"))
 	}
-	if heads := proxy.Count(http.MethodHead, registrytest.KindManifest); heads != 1 {
+	if heads := proxy.Count(http.MethodHead, rig.KindManifest); heads != 1 {
 		t.Fatalf("%d upstream manifest HEADs, want 1: %s; %v", heads, proxy, proxy.Requests())
 	}
 }

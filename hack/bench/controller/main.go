@@ -46,9 +46,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -94,7 +92,7 @@ func benchMain(args []string) int {
 	fs.IntVar(&c.maxChecks, "max-concurrent-checks", 8, "the controller's --max-concurrent-checks")
 	scaleQPS := fs.String("scale-kube-api-qps", "default,150", "comma-separated: one scale run per value; \"default\" leaves the "+
 		"controller's --kube-api-qps at its default, a number N passes --kube-api-qps N --kube-api-burst 2N")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.BoolVar(&c.skipWebhook, "skip-webhook", false, "skip the webhook latency part")
 	fs.BoolVar(&c.skipScale, "skip-scale", false, "skip the 5,000-Tag part")
@@ -120,7 +118,7 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	return benchproc.Main("tagger-bench-controller", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench-controller", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
 // env is what both parts share.
@@ -128,7 +126,7 @@ type env struct {
 	root       string
 	cl         client.WithWatch
 	kubeconfig string
-	up         *registrytest.Registry
+	up         *rig.Registry
 	ctrl       controllerSpec
 	secretRef  string
 	token      string
@@ -143,7 +141,7 @@ type results struct {
 	Scale   []*scaleResults `json:"scale,omitempty"`
 }
 
-func run(ctx context.Context, r *registrytest.Program, c *config) error {
+func run(ctx context.Context, r *rig.Program, c *config) error {
 	root, err := benchproc.ModuleRoot(ctx)
 	if err != nil {
 		return err
@@ -183,7 +181,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	}
 	e.ctrl = controllerSpec{bin: bin, dir: e.logDir, name: "controller"}
 	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
-	cluster, err := kubetest.Start(c.testbin)
+	cluster, err := rig.StartKube(c.testbin)
 	if err != nil {
 		return err
 	}
@@ -220,7 +218,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	}
 
 	logf("starting the upstream registry (distribution)")
-	e.up = registrytest.Start(r, filepath.Join(c.testbin, "registry"), registrytest.Options{})
+	e.up = rig.StartRegistry(r, filepath.Join(c.testbin, "registry"), rig.RegistryOptions{})
 
 	if !c.skipWebhook {
 		w, err := runWebhook(ctx, r, c, e, cfg)

@@ -52,9 +52,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -87,7 +85,7 @@ func benchMain(args []string) int {
 	size := fs.String("size", "1GiB", "blob bytes of the image, split evenly over the layers (suffix KiB, MiB, GiB)")
 	tools := fs.String("tools", "tagger,skopeo,crane", "comma-separated tools to run: tagger, skopeo, crane; "+
 		"tagger@N is the controller with --max-concurrent-copies N (e.g. tagger,tagger@2,crane)")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
 	fs.StringVar(&c.controllerBin, "controller-bin", "", "run this controller binary instead of building ./cmd/controller")
 	fs.IntVar(&c.maxCopies, "max-concurrent-copies", 0, "the controller's --max-concurrent-copies (0: its default)")
 	fs.StringVar(&c.skopeo, "skopeo", "", "skopeo binary (default: skopeo on $PATH; Debian: apt-get install -y skopeo)")
@@ -114,7 +112,7 @@ func benchMain(args []string) int {
 		c.tools = append(c.tools, t)
 	}
 
-	return benchproc.Main("tagger-bench-copy", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench-copy", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
 func parseSize(s string) (int64, error) {
@@ -138,12 +136,12 @@ func parseSize(s string) (int64, error) {
 // env is what the trials share.
 type env struct {
 	c          *config
-	r          *registrytest.Program
+	r          *rig.Program
 	cl         client.WithWatch
 	kubeconfig string
 	ctrlBin    string
 	regBin     string
-	up         *registrytest.Registry
+	up         *rig.Registry
 	upPID      int
 	upRepo     string // repository in the upstream
 	cacheRepo  string // its cache repository in the bundled registry
@@ -204,7 +202,7 @@ type second struct {
 	BlobsMounted  int     `json:"second_copy_blobs_mounted,omitempty"`
 }
 
-func run(ctx context.Context, r *registrytest.Program, c *config) error {
+func run(ctx context.Context, r *rig.Program, c *config) error {
 	root, err := benchproc.ModuleRoot(ctx)
 	if err != nil {
 		return err
@@ -261,7 +259,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 			}
 		}
 		logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
-		cluster, err := kubetest.Start(c.testbin)
+		cluster, err := rig.StartKube(c.testbin)
 		if err != nil {
 			return err
 		}
@@ -286,7 +284,7 @@ func run(ctx context.Context, r *registrytest.Program, c *config) error {
 	// The upstream, with the two images.
 	logf("starting the upstream registry")
 	upT := newTrialT(r)
-	e.up = registrytest.Start(upT, e.regBin, registrytest.Options{})
+	e.up = rig.StartRegistry(upT, e.regBin, rig.RegistryOptions{})
 	if len(upT.dirs) > 0 {
 		e.upPID = pidByCmdline(filepath.Join(upT.dirs[0], "config.json"))
 	}
@@ -424,9 +422,9 @@ func (t *trial) setCPU(a, b counters) {
 }
 
 // startBundled starts an empty bundled registry owned by tt.
-func (e *env) startBundled(tt *trialT) (*registrytest.Registry, int) {
+func (e *env) startBundled(tt *trialT) (*rig.Registry, int) {
 	n := len(tt.dirs)
-	reg := registrytest.Start(tt, e.regBin, registrytest.Options{})
+	reg := rig.StartRegistry(tt, e.regBin, rig.RegistryOptions{})
 	pid := 0
 	if len(tt.dirs) > n {
 		pid = pidByCmdline(filepath.Join(tt.dirs[n], "config.json"))
@@ -644,7 +642,7 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 	tt := newTrialT(e.r)
 	defer tt.close()
 	bundled, _ := e.startBundled(tt)
-	proxy := registrytest.NewCountingProxy(tt, bundled.URL()) // closed by tt.close
+	proxy := rig.NewCountingProxy(tt, bundled.URL()) // closed by tt.close
 	s := &second{Tool: tool}
 	cctx, cancel := context.WithTimeout(ctx, 2*e.c.timeout)
 	defer cancel()

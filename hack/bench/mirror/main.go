@@ -57,8 +57,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -114,7 +113,7 @@ func benchMain(args []string) int {
 	fs.IntVar(&c.pins, "pins", 10000, "pins in the table (the mirror's table and the memory runs)")
 	fs.IntVar(&c.memGenerationsWorst, "mem-worst-generations", v1alpha1.DefaultHistoryLimit,
 		"generations per Tag in the worst-case memory run (0: skip it)")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding the registry binary (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding the registry binary (make testbin)")
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.BoolVar(&c.noManifest, "no-manifest", false, "skip the manifest (wrk) benchmark")
 	fs.BoolVar(&c.noBlob, "no-blob", false, "skip the blob benchmark")
@@ -125,11 +124,11 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	return benchproc.Main("tagger-bench", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
-// rig is the program's registrytest.T, owning every cleanup.
-type rig = registrytest.Program
+// rig is the program's rig.T, owning every cleanup.
+type program = rig.Program
 
 func logf(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
 
@@ -144,7 +143,7 @@ type results struct {
 	Fixture   map[string]any  `json:"fixture,omitempty"`
 }
 
-func run(ctx context.Context, r *rig, c *config) error {
+func run(ctx context.Context, r *program, c *config) error {
 	res := &results{Machine: machineInfo(c.wrk), Config: map[string]any{
 		"wrk": fmt.Sprintf("-c%d -t%d -d%s --latency", c.conns, c.threads, c.duration), "repeat": c.repeat,
 		"warmup": c.warmup.String(), "blob_mib": c.blobMiB, "blob_runs": c.blobRuns, "pins": c.pins,
@@ -178,7 +177,7 @@ func run(ctx context.Context, r *rig, c *config) error {
 
 // runServers starts the registry, the mirror and the ceiling server, and runs
 // the manifest and blob benchmarks against them.
-func runServers(ctx context.Context, r *rig, c *config, res *results) error {
+func runServers(ctx context.Context, r *program, c *config, res *results) error {
 	regBin := filepath.Join(c.testbin, "registry")
 	if fi, err := os.Stat(regBin); err != nil || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("registry binary missing in %s: run `make testbin` (or pass -testbin)", c.testbin)
@@ -190,7 +189,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 	}
 
 	logf("starting the distribution registry (%s)", regBin)
-	reg := registrytest.Start(r, regBin, registrytest.Options{})
+	reg := rig.StartRegistry(r, regBin, rig.RegistryOptions{})
 	regPID := childPID(regBin)
 	if regPID == 0 {
 		logf("warning: registry pid not found; its CPU time is not reported")
@@ -202,7 +201,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 	}
 	cacheRepo := ref.CacheRepository()
 	idx := reg.PushIndex(r, cacheRepo, ref.Tag, []string{"linux/amd64", "linux/arm64"},
-		registrytest.IndexOptions{Attestations: true})
+		rig.IndexOptions{Attestations: true})
 	logf("pushed %s as %s/%s:%s: %s, %d bytes", benchImage, reg.Host(), cacheRepo, ref.Tag, idx.Digest, idx.Size)
 
 	var blob ocispec.Descriptor
@@ -329,7 +328,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 }
 
 // serve runs h on an ephemeral loopback port until the rig is cleaned up.
-func serve(r *rig, h http.Handler) (string, error) {
+func serve(r *program, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -419,7 +418,7 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // answered without the bundled registry; the first pinned GET reads it once
 // and fills the manifest cache; later GETs, by tag and by digest, are
 // answered from the cache; and with the cache off every GET reads it.
-func checkMirrorPaths(table *pins.Table, registryURL string, idx registrytest.Index) error {
+func checkMirrorPaths(table *pins.Table, registryURL string, idx rig.Index) error {
 	byDigest := "/v2/library/bench/manifests/" + idx.Digest.String()
 	for _, cacheBytes := range []int64{0, -1} {
 		ct := &countingTransport{rt: http.DefaultTransport}
@@ -491,7 +490,7 @@ type target struct {
 // checkManifest checks that a server answers HEAD and GET with the pinned
 // manifest's digest, media type, length and bytes: all three must serve the
 // same thing for the comparison to mean anything.
-func checkManifest(ctx context.Context, t target, idx registrytest.Index) error {
+func checkManifest(ctx context.Context, t target, idx rig.Index) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	for _, m := range []string{http.MethodHead, http.MethodGet} {
@@ -572,7 +571,7 @@ function done(summary, latency, requests)
 end
 `
 
-func benchManifests(ctx context.Context, r *rig, c *config, cases []benchCase, p *procs) ([]wrkRun, error) {
+func benchManifests(ctx context.Context, r *program, c *config, cases []benchCase, p *procs) ([]wrkRun, error) {
 	dir := r.TempDir()
 	scripts := map[string]string{}
 	for _, m := range []string{http.MethodHead, http.MethodGet} {
