@@ -1,14 +1,14 @@
-// Package clustertest runs a real single-node Kubernetes cluster for tests:
+// Package cluster runs a real single-node Kubernetes cluster for tests:
 // etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd
 // with runc and a CNI bridge, and a kubelet, all built from source by
-// hack/rig.sh (target kube-full) and all on loopback. It is the place to
+// hack/testbin.sh (target kube-full) and all on loopback. It is the place to
 // prove what only a kubelet shows: pull policies, the imageID a kubelet
 // reports, DaemonSet pods of the node agent.
 //
 // The cluster needs root, the testbin binaries and a few Debian packages
 // (hack/ci-deps.sh). When they are missing a test skips, or fails under
 // CI=true (rig.RequireBins semantics). Settings follow the ones verified on
-// this machine kind (the project's LOCALCLUSTER notes): cgroup v1 allowed,
+// this machine kind (docs/local-cluster.md): cgroup v1 allowed,
 // cgroupfs, containerd with restrict_oom_score_adj, the kubelet on
 // 127.0.0.1. The node has no InternalIP, so the apiserver cannot proxy
 // logs or exec: read logs with ContainerLog.
@@ -305,7 +305,7 @@ func (c *Cluster) waitNodeReady(ctx context.Context, since time.Time) error {
 	return nil
 }
 
-// Stop stops the cluster as LOCALCLUSTER.md says: kubelet first, then every
+// Stop stops the cluster in docs/local-cluster.md's order: kubelet first, then every
 // pod through the CRI (so containerd stops its shims), containerd and the
 // control plane by PID; then it unmounts what is left under the cluster's
 // directories, deletes the network namespaces and the bridge, removes the

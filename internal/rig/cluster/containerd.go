@@ -19,7 +19,7 @@ import (
 )
 
 // containerdConfig is the node's containerd config (version 3, as
-// LOCALCLUSTER.md verified). Everything containerd keeps is inside the
+// docs/local-cluster.md). Everything containerd keeps is inside the
 // cluster's directories: root and content in the test dir; state, sockets,
 // shim sockets, runc state and network namespaces under the short run dir.
 var containerdConfig = template.Must(template.New("containerd").Parse(`# clustertest node containerd

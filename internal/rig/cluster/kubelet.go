@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// kubeletConfig is the KubeletConfiguration LOCALCLUSTER.md verified on
+// kubeletConfig is the KubeletConfiguration docs/local-cluster.md explains, verified on
 // this machine kind, plus Options.KubeletConfig over it.
 func (c *Cluster) kubeletConfig() map[string]any {
 	cfg := map[string]any{

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// teardown stops everything and cleans up, in LOCALCLUSTER.md's order, and
+// teardown stops everything and cleans up, in docs/local-cluster.md's order, and
 // returns every error on the way (it does not stop at the first).
 func (c *Cluster) teardown() []error {
 	var errs []error
