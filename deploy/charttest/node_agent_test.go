@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagger-project/tagger/internal/rig"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -329,17 +331,7 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 
 func buildNodeAgent(t *testing.T) string {
 	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go is needed to build the node agent: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "node-agent")
-	build := exec.Command(gobin, "build", "-o", bin, "./cmd/node-agent")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/node-agent: %v\n%s", err, out)
-	}
-	return bin
+	return rig.Command(t, rig.Race, "node-agent")
 }
 
 // withHostsDir returns args with the one --hosts-dir replaced by dir, and

@@ -10,10 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,23 +28,6 @@ import (
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// BuildCommands builds the named commands (./cmd/<name>) into dir with the
-// race detector on, as the suite itself runs (the packages then come from
-// the suite's own build cache), and returns dir.
-func BuildCommands(t testing.TB, dir string, names ...string) string {
-	t.Helper()
-	args := []string{"build", "-race", "-o", dir + string(filepath.Separator)}
-	for _, n := range names {
-		args = append(args, "./cmd/"+n)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return dir
 }
 
 // Kube is a running apiserver with the CRDs from deploy/crds.

@@ -6,9 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -52,7 +50,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	images := rig.NewRegistry(t, rig.RegistryOptions{})
 	cl.UsePlainHTTP(images.Host())
 	cluster.PushImage(t, images, "tagger", "test",
-		[]cluster.File{{Path: "usr/local/bin/node-agent", Mode: 0o755, Data: staticBinary(t, "./cmd/node-agent")}},
+		[]cluster.File{{Path: "usr/local/bin/node-agent", Mode: 0o755, Data: staticBinary(t, "node-agent")}},
 		ocispec.ImageConfig{User: "65532:65532", Entrypoint: []string{"/usr/local/bin/controller"}})
 
 	phase("tagger image pushed")
@@ -189,18 +187,10 @@ func TestChartNodeAgentPod(t *testing.T) {
 	}
 }
 
-// staticBinary builds pkg the way the Dockerfile does (CGO_ENABLED=0,
-// -trimpath, stripped) and returns it.
-func staticBinary(t *testing.T, pkg string) []byte {
+// staticBinary is the command name built the way the Dockerfile builds it.
+func staticBinary(t *testing.T, name string) []byte {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Dir = repoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, b)
-	}
-	b, err := os.ReadFile(out)
+	b, err := os.ReadFile(rig.Command(t, rig.Static, name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	if err := os.WriteFile(adminKubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bins := rig.BuildCommands(t, filepath.Join(tmp, "bin"), "controller", "node-agent")
+	bins := rig.Commands(t, rig.Race)
 
 	// helm install, as an operator would, with webhooks on.
 	helm := rig.HelmRunner{Dir: rig.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,7 +15,7 @@ import (
 // main wiring: arguments, stdout, stderr and the exit code.
 func TestBinary(t *testing.T) {
 	c := startCluster(t)
-	bin := filepath.Join(rig.BuildCommands(t, t.TempDir(), "kubectl-tag"), "kubectl-tag")
+	bin := rig.Command(t, rig.Race, "kubectl-tag")
 
 	run := func(env []string, args ...string) (stdout, stderr string, code int) {
 		t.Helper()

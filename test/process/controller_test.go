@@ -52,7 +52,7 @@ func TestControllerProcess(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(rig.BuildCommands(t, tmp, "controller"), "controller")
+	bin := rig.Command(t, rig.Race, "controller")
 
 	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	img := up.PushImage(t, "proc/app", "v1", rig.ImageOptions{})

@@ -71,7 +71,7 @@ func waiterBinary() ([]byte, error) {
 			waiter.err = fmt.Errorf("build waiter: %w", err)
 			return
 		}
-		cmd := exec.Command(goTool(), "build", "-trimpath", "-ldflags=-s -w", "-o", "waiter", ".")
+		cmd := exec.Command(rig.GoTool(), "build", "-trimpath", "-ldflags=-s -w", "-o", "waiter", ".")
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH,
 			"GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
@@ -82,14 +82,6 @@ func waiterBinary() ([]byte, error) {
 		waiter.bin, waiter.err = os.ReadFile(filepath.Join(dir, "waiter"))
 	})
 	return waiter.bin, waiter.err
-}
-
-// goTool is the go command: `go test` puts its GOROOT/bin first on PATH.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // ociImage is a single-layer image held in memory.
