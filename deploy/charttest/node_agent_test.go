@@ -2,7 +2,6 @@ package charttest
 
 import (
 	"fmt"
-	"io/fs"
 	"maps"
 	"net"
 	"net/url"
@@ -313,7 +312,7 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("node-agent cleanup %q: %v\n%s", args, err, out)
 			}
-			if got := snapshot(t, dir); !maps.Equal(got, mine) {
+			if got := rig.SnapshotDir(t, dir); !maps.Equal(got, mine) {
 				t.Errorf("after cleanup %s holds\n  %v\nwant the node's own files back\n  %v", dir, got, mine)
 			}
 
@@ -368,7 +367,7 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	write("docker.io/hosts.toml", "server = \"https://registry-1.docker.io\"\n\n[host.\"https://mirror.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"corp.crt\"\n")
 	write("docker.io/corp.crt", "not really a certificate\n")
 	write("_default/hosts.toml", "[host.\"https://proxy.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
-	mine := snapshot(t, dir)
+	mine := rig.SnapshotDir(t, dir)
 
 	listen, _ := flagValue(args, "listen")
 	dial, _ := flagValue(args, "dial-timeout")
@@ -398,39 +397,8 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	if err := m.Sync([]string{"docker.io", "ghcr.io", "registry.local:5000"}); err != nil {
 		t.Fatalf("write hosts.toml into %s: %v", dir, err)
 	}
-	if got := snapshot(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
+	if got := rig.SnapshotDir(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
 		t.Fatalf("seeding wrote no tagger files: %v", got)
 	}
 	return mine
-}
-
-// snapshot maps every file under dir (relative path) to its mode and
-// content; directories map to their mode.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			out[rel+"/"] = info.Mode().String()
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = info.Mode().String() + " " + string(b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

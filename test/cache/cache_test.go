@@ -81,7 +81,7 @@ func TestCachedPulls(t *testing.T) {
 	}
 	// A later reconcile (a check) uploads nothing again.
 	before := uploads.Count(http.MethodPut, rig.KindUpload)
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"again"}}}`, v1alpha1.CheckAnnotation))
+	rig.AnnotateCheck(t, c, "app", "again")
 	rig.WaitFor(t, time.Minute, "check acted on", func() (bool, string) {
 		var got v1alpha1.Tag
 		_ = c.Get(ctx, client.ObjectKey{Name: "app"}, &got)
@@ -122,14 +122,6 @@ func freshPull(t *testing.T, ctd *rig.Containerd, ref string) string {
 		t.Fatalf("no record of %s: %v %v", ref, ok, err)
 	}
 	return d
-}
-
-func patch(t *testing.T, c client.Client, body string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}}
-	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // startCaching starts an apiserver, an upstream and a bundled registry, and

@@ -136,9 +136,9 @@ func TestChartNodeAgentPod(t *testing.T) {
 	}
 	waitTag(t, c, gen1)
 	gen2 := cluster.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-2")
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
+	rig.AnnotateCheck(t, c, "app", "moved")
 	waitTag(t, c, gen2)
-	patch(t, c, `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, c, "app", `{"spec":{"generation":1}}`)
 	waitTag(t, c, gen1)
 	ref, _ := pins.ParseReference(image)
 	rig.WaitFor(t, time.Minute, "the agent pod wrote hosts.toml for "+ref.Registry, func() (bool, string) {

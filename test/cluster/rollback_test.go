@@ -90,7 +90,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 
 	// The upstream moves; a check serves generation 2.
 	gen2 := cluster.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-2")
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
+	rig.PatchTag(t, c, "app", fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
 	waitServed(t, c, agent, image, gen2)
 
 	// A pod with IfNotPresent runs generation 2; the node now has app:v1 = gen2.
@@ -99,7 +99,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	// Roll back. The upstream still says generation 2, the node still has it
 	// under app:v1, and kubelet will not pull an image it has (IfNotPresent):
 	// only the node agent's convergence can make the next pod run generation 1.
-	patch(t, c, `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, c, "app", `{"spec":{"generation":1}}`)
 	waitServed(t, c, agent, image, gen1)
 	runPod(t, cl, "after-rollback", image, corev1.PullIfNotPresent, gen1, "this-is-generation-1")
 }
@@ -140,14 +140,6 @@ func runController(t *testing.T, cfg *rest.Config, log *logrus.Logger, registryU
 			t.Errorf("controller: %v", err)
 		}
 	})
-}
-
-func patch(t *testing.T, c client.Client, body string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}}
-	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
-		t.Fatalf("patch Tag app with %s: %v", body, err)
-	}
 }
 
 // waitServed waits until the Tag serves d, the node agent serves it, its

@@ -18,10 +18,10 @@ func TestConvergenceAfterContainerdRestart(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/restart/app:v1"
 	gen1 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
-	createTag(t, r.c, "restart-app", ref)
+	rig.CreateTag(t, r.c, rig.NewTag("restart-app", ref))
 	r.waitServed("restart-app", ref, gen1.Digest.String())
 	gen2 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
-	requestCheck(t, r.c, "restart-app", "moved")
+	rig.AnnotateCheck(t, r.c, "restart-app", "moved")
 	r.waitServed("restart-app", ref, gen2.Digest.String())
 	if got := r.freshPull(ref); got != gen2.Digest.String() {
 		t.Fatalf("pulled %s, want generation 2 %s", got, gen2.Digest)
@@ -32,7 +32,7 @@ func TestConvergenceAfterContainerdRestart(t *testing.T) {
 		t.Fatalf("restart containerd: %v", err)
 	}
 
-	patchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
 	rig.WaitFor(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)

@@ -49,10 +49,10 @@ func TestRolloutRestart(t *testing.T) {
 		}
 	}
 
-	tag := newTag("roll", image)
+	tag := rig.NewTag("roll", image)
 	tag.Spec.Rollout = &v1alpha1.RolloutSpec{Restart: true}
-	createTag(t, c, tag)
-	waitTag(t, c, "roll", "generation 1 baseline", func(tg *v1alpha1.Tag) (bool, string) {
+	rig.CreateTag(t, c, tag)
+	rig.WaitTag(t, c, "roll", "generation 1 baseline", func(tg *v1alpha1.Tag) (bool, string) {
 		return tg.Status.ServedDigest == gen1.Digest.String() && tg.Status.RolledOutGeneration == 1, "want baseline 1"
 	})
 	restartedFor := func(d *appsv1.Deployment) string {
@@ -67,8 +67,8 @@ func TestRolloutRestart(t *testing.T) {
 	}
 
 	gen2 := up.PushImage(t, "roll/app", "v1", rig.ImageOptions{})
-	requestCheck(t, c, "roll", "moved")
-	waitTag(t, c, "roll", "rolled out generation 2", func(tg *v1alpha1.Tag) (bool, string) {
+	rig.RequestCheck(t, c, "roll", "moved")
+	rig.WaitTag(t, c, "roll", "rolled out generation 2", func(tg *v1alpha1.Tag) (bool, string) {
 		return tg.Status.ServedDigest == gen2.Digest.String() && tg.Status.RolledOutGeneration == 2, fmt.Sprint("rolledOut ", tg.Status.RolledOutGeneration)
 	})
 	if got := restartedFor(using); got != "roll/2" {
@@ -80,7 +80,7 @@ func TestRolloutRestart(t *testing.T) {
 
 	// Rollback is one field, and it reaches the workloads too.
 	setGeneration(t, c, "roll", ptr(int64(1)))
-	waitTag(t, c, "roll", "rolled out generation 1", func(tg *v1alpha1.Tag) (bool, string) {
+	rig.WaitTag(t, c, "roll", "rolled out generation 1", func(tg *v1alpha1.Tag) (bool, string) {
 		return tg.Status.ServedGeneration == 1 && tg.Status.RolledOutGeneration == 1, fmt.Sprint("rolledOut ", tg.Status.RolledOutGeneration)
 	})
 	if got := restartedFor(using); got != "roll/1" {
