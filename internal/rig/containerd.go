@@ -70,6 +70,32 @@ type ContainerdOptions struct {
 	// through containerd's client-side pull instead of the transfer
 	// service, as on nodes that fall back to it.
 	UseLocalImagePull bool
+
+	// Pods, when set, configures the CRI runtime to run pods for a kubelet
+	// (internal/rig/cluster); without it the daemon is an image store only.
+	Pods *ContainerdPods
+	// StateDir, when set, is the short directory (unix socket paths are
+	// limited to 108 bytes) for the socket, state, shim sockets, runc state
+	// and config; the caller owns it. Default: a new directory under /tmp.
+	StateDir string
+	// Root, when set, is the daemon's root. Default: a test temp dir.
+	Root string
+	// ManualStop leaves stopping to the caller instead of a test cleanup,
+	// for callers with an order of their own (the cluster stops its kubelet
+	// and removes its pods first).
+	ManualStop bool
+}
+
+// ContainerdPods is what the CRI runtime needs to run pods. The settings
+// docs/local-cluster.md explains come with it: restrict_oom_score_adj, runc
+// with cgroupfs, one CNI conflist, the pinned sandbox image.
+type ContainerdPods struct {
+	// Runc is the runc binary the runc shim runs.
+	Runc string
+	// CNIBinDir holds the CNI plugins; CNIConfDir the network's conflist.
+	CNIBinDir, CNIConfDir string
+	// SandboxImage is the pause image containerd pins (it is never pulled).
+	SandboxImage string
 }
 
 const (
@@ -93,6 +119,7 @@ type Containerd struct {
 	snapshotter string
 	configPath  string
 	platform    string
+	pods        *ContainerdPods
 
 	mu     sync.Mutex
 	proc   *Process
@@ -102,59 +129,51 @@ type Containerd struct {
 	img    runtimeapi.ImageServiceClient
 }
 
-// New starts a containerd daemon and waits until its CRI image service
-// answers; it is stopped, and everything it left is removed, when the test
-// ends. It needs root and the containerd, ctr and containerd-shim-runc-v2
-// binaries (testbin rules: skip locally, fail under CI=true).
+// NewContainerd starts a containerd daemon and waits until its CRI image
+// service answers; it is stopped, and everything it left is removed, when
+// the test ends. It needs root and the containerd, ctr and
+// containerd-shim-runc-v2 binaries (RequireBins rules: skip locally, fail
+// under CI=true).
 func NewContainerd(t T, o ContainerdOptions) *Containerd {
 	t.Helper()
 	RequireRoot(t)
-	dir := RequireBins(t, "containerd", "ctr", "containerd-shim-runc-v2")
+	c, err := StartContainerd(t, RequireBins(t, "containerd", "ctr", "containerd-shim-runc-v2"), o)
+	if err != nil {
+		t.Fatalf("rig containerd: %v", err)
+	}
+	return c
+}
 
+// StartContainerd is NewContainerd with the binaries in binDir, returning
+// an error instead of failing t, so that it may run outside the test's
+// goroutine (the cluster starts containerd beside its apiserver).
+func StartContainerd(t T, binDir string, o ContainerdOptions) (*Containerd, error) {
 	if o.Snapshotter == "" {
 		o.Snapshotter = SnapshotterNative
 	}
 	if o.Snapshotter != SnapshotterNative && o.Snapshotter != SnapshotterOverlayfs {
-		t.Fatalf("rig containerd: unsupported snapshotter %q (want %q or %q)", o.Snapshotter, SnapshotterNative, SnapshotterOverlayfs)
+		return nil, fmt.Errorf("unsupported snapshotter %q (want %q or %q)", o.Snapshotter, SnapshotterNative, SnapshotterOverlayfs)
 	}
 	if o.LogLevel == "" {
 		o.LogLevel = "info"
 	}
-	if o.HostsDir == "" {
-		o.HostsDir = filepath.Join(t.TempDir(), "certs.d")
-		if err := os.MkdirAll(o.HostsDir, 0o755); err != nil {
-			t.Fatalf("rig containerd: %v", err)
-		}
-	}
-	hostsDir, err := filepath.Abs(o.HostsDir)
+	hostsDir, err := containerdHostsDir(t, o.HostsDir)
 	if err != nil {
-		t.Fatalf("rig containerd: hosts dir: %v", err)
+		return nil, err
 	}
-	if strings.ContainsRune(hostsDir, os.PathListSeparator) {
-		// containerd would take it as a path list (and the transfer
-		// service would not even split it): refuse rather than test the
-		// wrong thing. ContainerdOptions.ConfigPath reproduces path lists on purpose.
-		t.Fatalf("rig containerd: hosts dir %q contains %q", hostsDir, os.PathListSeparator)
-	}
-
-	// Unix socket paths must stay under 108 bytes, and shim socket_dir
-	// under 42: t.TempDir() paths embed the test name and can be long.
-	sockDir, err := os.MkdirTemp("/tmp", "ctd")
+	sockDir, err := containerdStateDir(t, o.StateDir)
 	if err != nil {
-		t.Fatalf("rig containerd: %v", err)
+		return nil, err
 	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(sockDir); err != nil {
-			t.Errorf("rig containerd: remove %s: %v", sockDir, err)
-		}
-	})
-	root := filepath.Join(t.TempDir(), "root")
-
+	root := o.Root
+	if root == "" {
+		root = filepath.Join(t.TempDir(), "root")
+	}
 	c := &Containerd{
 		t:           t,
-		bin:         filepath.Join(dir, "containerd"),
-		ctr:         filepath.Join(dir, "ctr"),
-		binDir:      dir,
+		bin:         filepath.Join(binDir, "containerd"),
+		ctr:         filepath.Join(binDir, "ctr"),
+		binDir:      binDir,
 		sockDir:     sockDir,
 		root:        root,
 		hostsDir:    hostsDir,
@@ -163,28 +182,74 @@ func NewContainerd(t T, o ContainerdOptions) *Containerd {
 		snapshotter: o.Snapshotter,
 		configPath:  filepath.Join(sockDir, "config.toml"),
 		platform:    platforms.Format(platforms.Normalize(platforms.DefaultSpec())),
+		pods:        o.Pods,
 	}
 	if o.ConfigPath != "" {
 		c.configPathV = o.ConfigPath
 	}
-	cfg := c.config(o.LogLevel)
-	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
-		t.Fatalf("rig containerd: write config: %v", err)
+	if err := os.WriteFile(c.configPath, []byte(c.config(o.LogLevel)), 0o600); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
 	}
-	// Registered after the temp dirs, so it runs before they are removed.
+	if !o.ManualStop {
+		// Registered after the temp dirs, so it runs before they are removed.
+		t.Cleanup(c.stopAndLog)
+	}
+	if err := c.Start(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// stopAndLog stops the daemon and, when the test failed after someone
+// stopped it earlier, logs its last output.
+func (c *Containerd) stopAndLog() {
+	c.Stop()
+	if c.t.Failed() {
+		c.mu.Lock()
+		c.logOutput(c.out)
+		c.mu.Unlock()
+	}
+}
+
+// containerdHostsDir is the hosts directory to configure: dir, or a new
+// temp dir. A path list is refused: containerd would take it as several
+// directories (and the transfer service would not even split it), so the
+// test would test the wrong thing; ContainerdOptions.ConfigPath reproduces
+// path lists on purpose.
+func containerdHostsDir(t T, dir string) (string, error) {
+	if dir == "" {
+		dir = filepath.Join(t.TempDir(), "certs.d")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("hosts dir: %w", err)
+	}
+	if strings.ContainsRune(abs, os.PathListSeparator) {
+		return "", fmt.Errorf("hosts dir %q contains %q", abs, os.PathListSeparator)
+	}
+	return abs, nil
+}
+
+// containerdStateDir is dir, or a new short directory under /tmp removed
+// when the test ends: unix socket paths must stay under 108 bytes and the
+// shim socket_dir under 42, and t.TempDir() paths embed the test name.
+func containerdStateDir(t T, dir string) (string, error) {
+	if dir != "" {
+		return dir, os.MkdirAll(dir, 0o700)
+	}
+	dir, err := os.MkdirTemp("/tmp", "ctd")
+	if err != nil {
+		return "", err
+	}
 	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			// A test stopped the daemon itself and failed afterwards.
-			c.mu.Lock()
-			c.logOutput(c.out)
-			c.mu.Unlock()
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("rig containerd: remove %s: %v", dir, err)
 		}
 	})
-	if err := c.Start(); err != nil {
-		t.Fatalf("rig containerd: %v", err)
-	}
-	return c
+	return dir, nil
 }
 
 // Socket is the daemon's gRPC endpoint, "unix:///tmp/ctd.../containerd.sock",

@@ -89,23 +89,12 @@ func (c *Containerd) config(logLevel string) string {
 	w("    use_local_image_pull = %t", c.localPull)
 	w("    [plugins.\"io.containerd.cri.v1.images\".registry]")
 	w("      config_path = %s", q(c.configPathV))
+	if c.pods != nil {
+		w("    [plugins.\"io.containerd.cri.v1.images\".pinned_images]")
+		w("      sandbox = %s", q(c.pods.SandboxImage))
+	}
 	w("")
-	// The CRI runtime plugin must load (the CRI server requires it) but
-	// never runs a pod here: keep its CNI and CDI lookups, and the netns
-	// mounts and runc state of a pod a test might still start with crictl,
-	// inside the rig's dirs. A missing CNI config is only a warning and does
-	// not affect the image service.
-	w("  [plugins.\"io.containerd.cri.v1.runtime\"]")
-	w("    cdi_spec_dirs = []")
-	w("    netns_mounts_under_state_dir = true")
-	w("    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]")
-	w("      runtime_type = \"io.containerd.runc.v2\"")
-	w("    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]")
-	w("      Root = %s", q(filepath.Join(c.sockDir, "runc")))
-	w("    [plugins.\"io.containerd.cri.v1.runtime\".cni]")
-	w("      bin_dirs = [%s]", q(filepath.Join(c.sockDir, "cni", "bin")))
-	w("      conf_dir = %s", q(filepath.Join(c.sockDir, "cni", "net.d")))
-	w("")
+	c.runtimeConfig(w)
 	w("  [plugins.\"io.containerd.grpc.v1.cri\"]")
 	w("    disable_tcp_service = true")
 	w("    stream_server_address = \"127.0.0.1\"")
@@ -122,6 +111,44 @@ func (c *Containerd) config(logLevel string) string {
 	w("      snapshotter = %s", q(c.snapshotter))
 	w("      differ = \"walking\"")
 	return b.String()
+}
+
+// runtimeConfig writes the CRI runtime plugin's section. Without Pods the
+// plugin must still load (the CRI server requires it) but never runs a pod:
+// its CNI and CDI lookups, and the netns mounts and runc state of a pod a
+// test might still start with crictl, stay inside the rig's dirs, and a
+// missing CNI config is only a warning. With Pods it runs a kubelet's pods
+// with the settings docs/local-cluster.md explains.
+func (c *Containerd) runtimeConfig(w func(format string, args ...any)) {
+	binDir, confDir := filepath.Join(c.sockDir, "cni", "bin"), filepath.Join(c.sockDir, "cni", "net.d")
+	if c.pods != nil {
+		binDir, confDir = c.pods.CNIBinDir, c.pods.CNIConfDir
+	}
+	w("  [plugins.\"io.containerd.cri.v1.runtime\"]")
+	w("    cdi_spec_dirs = []")
+	w("    netns_mounts_under_state_dir = true")
+	if c.pods != nil {
+		// The sandbox has no CAP_SYS_RESOURCE: without this runc fails with
+		// "failed to update /proc/self/oom_score_adj: Permission denied".
+		w("    restrict_oom_score_adj = true")
+		w("    [plugins.\"io.containerd.cri.v1.runtime\".containerd]")
+		w("      default_runtime_name = \"runc\"")
+	}
+	w("    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]")
+	w("      runtime_type = \"io.containerd.runc.v2\"")
+	w("    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]")
+	w("      Root = %s", q(filepath.Join(c.sockDir, "runc")))
+	if c.pods != nil {
+		w("      BinaryName = %s", q(c.pods.Runc))
+		w("      SystemdCgroup = false")
+	}
+	w("    [plugins.\"io.containerd.cri.v1.runtime\".cni]")
+	w("      bin_dirs = [%s]", q(binDir))
+	w("      conf_dir = %s", q(confDir))
+	if c.pods != nil {
+		w("      max_conf_num = 1")
+	}
+	w("")
 }
 
 func (c *Containerd) shimSocketDir() string { return filepath.Join(c.sockDir, "s") }

@@ -112,8 +112,9 @@ type Cluster struct {
 	net     cniNetwork
 	cgroups cgroupRoot
 
-	mu                                                                 sync.Mutex
-	etcd, apiserver, controllerManager, scheduler, containerd, kubelet *proc
+	mu                                                     sync.Mutex
+	etcd, apiserver, controllerManager, scheduler, kubelet *proc
+	ctd                                                    *rig.Containerd
 
 	config *rest.Config
 	client kubernetes.Interface
@@ -216,7 +217,7 @@ func (c *Cluster) HostsDir() string { return c.hostsDir }
 // ContainerdConfigPath is the containerd config file the cluster runs with
 // (the node agent's config check reads it).
 func (c *Cluster) ContainerdConfigPath() string {
-	return filepath.Join(c.dir, "containerd", "config.toml")
+	return filepath.Join(c.runDir, "config.toml")
 }
 
 // NodeName is the name of the cluster's one node.
@@ -332,13 +333,25 @@ func (c *Cluster) Stop() {
 // dumpLogs prints the tail of every component's log.
 func (c *Cluster) dumpLogs() {
 	c.mu.Lock()
-	procs := []*proc{c.etcd, c.apiserver, c.controllerManager, c.scheduler, c.containerd, c.kubelet}
+	procs := []*proc{c.etcd, c.apiserver, c.controllerManager, c.scheduler, c.kubelet}
+	ctd := c.ctd
 	c.mu.Unlock()
 	for _, p := range procs {
 		if p != nil {
 			c.t.Logf("clustertest: %s log %s (tail):\n%s", p.name, p.logPath, p.tail(6<<10))
 		}
 	}
+	if ctd != nil {
+		c.t.Logf("clustertest: containerd output (tail):\n%s", lastBytes(ctd.Output(), 6<<10))
+	}
+}
+
+// lastBytes is the last n bytes of s.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }
 
 func randomHex(n int) string {

@@ -8,91 +8,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"text/template"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/util/wait"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
-// containerdConfig is the node's containerd config (version 3, as
-// docs/local-cluster.md). Everything containerd keeps is inside the
-// cluster's directories: root and content in the test dir; state, sockets,
-// shim sockets, runc state and network namespaces under the short run dir.
-var containerdConfig = template.Must(template.New("containerd").Parse(`# clustertest node containerd
-version = 3
-root = '{{.Root}}'
-state = '{{.State}}'
-
-[grpc]
-  address = '{{.Socket}}'
-
-[ttrpc]
-  address = '{{.Socket}}.ttrpc'
-
-[plugins]
-  [plugins.'io.containerd.cri.v1.images']
-    snapshotter = 'overlayfs'
-
-    [plugins.'io.containerd.cri.v1.images'.pinned_images]
-      sandbox = '{{.PauseImage}}'
-
-    [plugins.'io.containerd.cri.v1.images'.registry]
-      config_path = '{{.HostsDir}}'
-
-  [plugins.'io.containerd.cri.v1.runtime']
-    # The sandbox has no CAP_SYS_RESOURCE: without this runc fails with
-    # "failed to update /proc/self/oom_score_adj: Permission denied".
-    restrict_oom_score_adj = true
-    # Network namespaces under state, not the machine's /var/run/netns.
-    netns_mounts_under_state_dir = true
-    cdi_spec_dirs = []
-
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = 'runc'
-
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-          BinaryName = '{{.Runc}}'
-          Root = '{{.RuncRoot}}'
-          SystemdCgroup = false
-
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = ['{{.CNIBinDir}}']
-      conf_dir = '{{.CNIConfDir}}'
-      max_conf_num = 1
-
-  [plugins.'io.containerd.grpc.v1.cri']
-    stream_server_address = '127.0.0.1'
-    stream_server_port = '0'
-
-  [plugins.'io.containerd.transfer.v1.local']
-    config_path = '{{.HostsDir}}'
-
-  [plugins.'io.containerd.shim.v1.manager']
-    # Default is the machine-wide /run/containerd/s.
-    socket_dir = '{{.ShimSocketDir}}'
-
-  [plugins.'io.containerd.nri.v1.nri']
-    # Its default socket is the machine-wide /var/run/nri/nri.sock.
-    disable = true
-
-  [plugins.'io.containerd.internal.v1.opt']
-    path = '{{.Opt}}'
-`))
-
-func (c *Cluster) writeContainerdConfig() error {
-	dir := filepath.Join(c.dir, "containerd")
-	cniConf := filepath.Join(dir, "net.d")
-	for _, d := range []string{dir, cniConf} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("containerd config: %w", err)
-		}
+// writeCNIConfig writes the node's one CNI conflist (a bridge of the
+// cluster's own, host-local addresses from its subnet) and returns its
+// directory.
+func (c *Cluster) writeCNIConfig() (string, error) {
+	dir := filepath.Join(c.dir, "containerd", "net.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("CNI config: %w", err)
 	}
 	conflist, err := json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
@@ -114,61 +46,43 @@ func (c *Cluster) writeContainerdConfig() error {
 		},
 	}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode CNI conflist: %w", err)
+		return "", fmt.Errorf("encode CNI conflist: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(cniConf, "10-clustertest.conflist"), conflist, 0o644); err != nil {
-		return fmt.Errorf("write CNI conflist: %w", err)
+	if err := os.WriteFile(filepath.Join(dir, "10-clustertest.conflist"), conflist, 0o644); err != nil {
+		return "", fmt.Errorf("write CNI conflist: %w", err)
 	}
-	var b strings.Builder
-	if err := containerdConfig.Execute(&b, map[string]string{
-		"Root":          filepath.Join(dir, "root"),
-		"State":         filepath.Join(c.runDir, "state"),
-		"Socket":        c.ContainerdSocket(),
-		"PauseImage":    c.opts.PauseImage,
-		"HostsDir":      c.hostsDir,
-		"Runc":          c.runc,
-		"RuncRoot":      filepath.Join(c.runDir, "runc"),
-		"CNIBinDir":     c.cniBinDir,
-		"CNIConfDir":    cniConf,
-		"ShimSocketDir": filepath.Join(c.runDir, "s"),
-		"Opt":           filepath.Join(dir, "opt"),
-	}); err != nil {
-		return fmt.Errorf("render containerd config: %w", err)
-	}
-	if err := os.WriteFile(c.ContainerdConfigPath(), []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("write containerd config: %w", err)
-	}
-	return nil
+	return dir, nil
 }
 
-// startContainerd starts containerd, waits for its CRI service, and imports
-// the pause image into the k8s.io namespace.
+// startContainerd starts the node's containerd with the rig's launcher
+// (configured to run pods, docs/local-cluster.md), everything it keeps in
+// the cluster's directories: root in the test dir; state, socket, shim
+// sockets, runc state and network namespaces under the short run dir. It
+// then imports the pause image into the k8s.io namespace. The cluster stops
+// containerd itself, after the kubelet and the pods.
 func (c *Cluster) startContainerd(ctx context.Context) error {
-	if err := c.writeContainerdConfig(); err != nil {
-		return err
-	}
-	p, err := startProc(c.logDir, "containerd", filepath.Join(c.bin, "containerd"),
-		[]string{"--config", c.ContainerdConfigPath()}, c.env(), c.dir)
+	cniConf, err := c.writeCNIConfig()
 	if err != nil {
 		return err
 	}
-	c.setProc(&c.containerd, p)
-	var last error
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if p.exited() {
-			return false, p.exitError()
-		}
-		last = c.withCRI(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
-			return err
-		})
-		return last == nil, nil
+	ctd, err := rig.StartContainerd(c.t, c.bin, rig.ContainerdOptions{
+		HostsDir:    c.hostsDir,
+		Snapshotter: rig.SnapshotterOverlayfs,
+		StateDir:    c.runDir,
+		Root:        filepath.Join(c.dir, "containerd", "root"),
+		ManualStop:  true,
+		Pods: &rig.ContainerdPods{
+			Runc:         c.runc,
+			CNIBinDir:    c.cniBinDir,
+			CNIConfDir:   cniConf,
+			SandboxImage: c.opts.PauseImage,
+		},
 	})
+	c.mu.Lock()
+	c.ctd = ctd
+	c.mu.Unlock()
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return fmt.Errorf("containerd CRI not answering (%v); log %s:\n%s", last, p.logPath, p.tail(4<<10))
-		}
-		return err
+		return fmt.Errorf("containerd: %w", err)
 	}
 	return c.importPauseImage(ctx)
 }

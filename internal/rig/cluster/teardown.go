@@ -31,18 +31,20 @@ func (c *Cluster) teardown() []error {
 		}
 	}
 	c.mu.Lock()
-	kubelet, containerd := c.kubelet, c.containerd
+	kubelet, ctd := c.kubelet, c.ctd
 	controlPlane := []*proc{c.scheduler, c.controllerManager, c.apiserver, c.etcd}
 	c.mu.Unlock()
 
 	// The kubelet first, or it restarts the pods we remove.
 	stop(kubelet)
-	if containerd != nil && !containerd.exited() {
+	if ctd != nil && ctd.Running() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		add(c.removeAllPods(ctx))
 		cancel()
 	}
-	stop(containerd)
+	if ctd != nil {
+		ctd.Stop() // reports its own errors to the test
+	}
 	for _, p := range controlPlane {
 		stop(p)
 	}
@@ -128,8 +130,12 @@ func (c *Cluster) killShims() ([]int, error) {
 func (c *Cluster) leftovers() []string {
 	var left []string
 	c.mu.Lock()
-	procs := []*proc{c.etcd, c.apiserver, c.controllerManager, c.scheduler, c.containerd, c.kubelet}
+	procs := []*proc{c.etcd, c.apiserver, c.controllerManager, c.scheduler, c.kubelet}
+	ctd := c.ctd
 	c.mu.Unlock()
+	if ctd != nil && ctd.Running() {
+		left = append(left, "containerd "+ctd.Address())
+	}
 	for _, p := range procs {
 		if p != nil && !p.exited() {
 			left = append(left, fmt.Sprintf("process %s (pid %d)", p.name, p.Pid()))
