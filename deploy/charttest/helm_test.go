@@ -41,7 +41,7 @@ func repoRoot(t testing.TB) string {
 	return root
 }
 
-// runHelm runs helm (internal/helmtool: v3.22.0, built once from the
+// runHelm runs helm (rig.HelmBinary: v3.22.0, built once from the
 // module proxy; never skips) in the repository root, offline, and returns
 // stdout, or an error carrying stderr.
 func runHelm(t testing.TB, args ...string) (string, error) {

@@ -159,7 +159,7 @@ func TestContainerd(t *testing.T) {
 	t.Run("a moved tag is pulled again", func(t *testing.T) {
 		v2 := reg.PushImage(t, "t/app", "v1", ImageOptions{Layers: 2})
 		if v2.Digest == v1.Digest {
-			t.Fatal("registrytest pushed the same digest twice")
+			t.Fatal("the rig pushed the same digest twice")
 		}
 		wantDigest(t, c, app, v1.Digest.String()) // nothing changes until a pull
 		if _, err := c.Pull(ctx, app); err != nil {

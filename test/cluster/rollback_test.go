@@ -3,7 +3,7 @@
 // already has the tag runs the rolled-back digest (the node agent in-process,
 // as a host process would run), and the chart's node agent DaemonSet runs as
 // a pod and serves pulls (chart_test.go). It runs a single-node cluster from
-// source (internal/clustertest), the controller in-process, and real
+// source (internal/rig/cluster), the controller in-process, and real
 // distribution registries as the upstream.
 package cluster
 

@@ -2,8 +2,8 @@
 // real components, in one run (docs/benchmarks.md, "Controller and
 // webhooks"). The controller is the binary built from ./cmd/controller,
 // run as a separate process against a real kube-apiserver and etcd
-// (envtest, internal/kubetest) and a real distribution registry playing the
-// upstream (internal/registrytest):
+// (envtest, internal/rig) and a real distribution registry playing the
+// upstream (internal/rig):
 //
 //  1. Webhook to served pin: a node agent (pkg/node, CRI convergence
 //     off) runs in this process. Each iteration pushes a new image under
@@ -14,7 +14,7 @@
 //     "back to back" pairs POST a second push inside the window.
 //  2. 5,000 Tags, once per -scale-kube-api-qps value: a fresh controller
 //     process, 100 repositories x 50 tags with checkInterval 1m, behind
-//     registrytest's counting proxy. After every Tag has its first check it
+//     the rig's counting proxy. After every Tag has its first check it
 //     measures, over the following interval(s), upstream HEADs per interval,
 //     manifest and blob GETs, and the controller's RSS (VmRSS every second).
 //
@@ -180,7 +180,7 @@ func run(ctx context.Context, r *rig.Program, c *config) error {
 		logf("controller binary: %s", bin)
 	}
 	e.ctrl = controllerSpec{bin: bin, dir: e.logDir, name: "controller"}
-	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
+	logf("starting kube-apiserver + etcd (envtest, internal/rig)")
 	cluster, err := rig.StartKube(c.testbin)
 	if err != nil {
 		return err

@@ -3,9 +3,9 @@
 // `skopeo copy` and `crane copy` of the same image in the same run.
 //
 // Everything is real and a separate process: the upstream and every bundled
-// registry are the distribution registry binary (internal/registrytest), the
+// registry are the distribution registry binary (internal/rig), the
 // controller is the binary built from ./cmd/controller, run against a real
-// kube-apiserver and etcd (envtest, internal/kubetest).
+// kube-apiserver and etcd (envtest, internal/rig).
 //
 //  1. The image: 1 GiB in 10 layers of incompressible bytes (gzip streams
 //     of stored blocks, as registries hold random data) and a second image
@@ -258,7 +258,7 @@ func run(ctx context.Context, r *rig.Program, c *config) error {
 				return err
 			}
 		}
-		logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
+		logf("starting kube-apiserver + etcd (envtest, internal/rig)")
 		cluster, err := rig.StartKube(c.testbin)
 		if err != nil {
 			return err
