@@ -25,7 +25,7 @@ import (
 )
 
 // The chart's registry configuration and commands, run by the real
-// distribution registry (v3.1.2, from hack/rig.sh): the rendered
+// distribution registry (v3.1.2, from hack/testbin.sh): the rendered
 // config.yml parses and serves, the readiness probe path answers, and the gc
 // CronJob's script collects, including on a store nothing was pushed to yet.
 

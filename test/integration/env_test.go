@@ -1,5 +1,5 @@
 // Package integration runs the controller against the real rig: a real
-// kube-apiserver and etcd (envtest, binaries from hack/rig.sh) with the
+// kube-apiserver and etcd (envtest, binaries from hack/testbin.sh) with the
 // CRD from deploy/crds, and real distribution registries as upstreams.
 package integration
 
