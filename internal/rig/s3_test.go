@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestServer(t *testing.T) {
+func TestS3Server(t *testing.T) {
 	s := NewS3(t, S3Options{Bucket: "probe"})
 	if keys := s.Keys(t, ""); len(keys) != 0 {
 		t.Fatalf("fresh bucket holds %v", keys)
