@@ -7,10 +7,10 @@
 #   hack/ci-deps.sh
 #
 # What needs what:
-#   runc                         internal/clustertest: the OCI runtime containerd's
+#   runc                         internal/rig/cluster: the OCI runtime containerd's
 #                                runc shim starts pods with (Debian's 1.1.5 works
 #                                once containerd sets restrict_oom_score_adj)
-#   containernetworking-plugins  internal/clustertest: bridge, host-local, loopback
+#   containernetworking-plugins  internal/rig/cluster: bridge, host-local, loopback
 #                                CNI plugins in /usr/lib/cni
 #   iptables                     the kubelet creates chains with it; clustertest
 #                                removes them when the last cluster stops

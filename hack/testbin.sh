@@ -6,9 +6,9 @@
 #   hack/testbin.sh [name ...]     # default: every binary
 #
 # Targets: etcd registry kube (kube-apiserver only) kube-full (kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubelet, for internal/clustertest's
+# kube-controller-manager, kube-scheduler and kubelet, for internal/rig/cluster's
 # single-node cluster) containerd crictl seaweedfs (weed, the S3-compatible server
-# internal/s3test runs). The default builds them all; the
+# internal/rig runs). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tagger-project/tagger/internal/rig"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -787,17 +789,8 @@ func TestControllerAcceptsChartArgs(t *testing.T) {
 		t.Errorf("controller args %q lack --plain-http-registries=a,b", c.Args)
 	}
 
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go is needed to build the controller: %v", err)
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "controller")
-	build := exec.Command(gobin, "build", "-o", bin, "./cmd/controller")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/controller: %v\n%s", err, out)
-	}
+	bin := rig.Command(t, rig.Race, "controller")
 	missing := filepath.Join(dir, "no-kubeconfig")
 	cmd := exec.Command(bin, append(slices.Clone(c.Args), "--kubeconfig="+missing)...)
 	out, err := cmd.CombinedOutput()

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tagger-project/tagger/internal/helmtool"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // chartDir is the chart under test, relative to the repository root.
@@ -41,12 +41,12 @@ func repoRoot(t testing.TB) string {
 	return root
 }
 
-// runHelm runs helm (internal/helmtool: v3.22.0, built once from the
+// runHelm runs helm (rig.HelmBinary: v3.22.0, built once from the
 // module proxy; never skips) in the repository root, offline, and returns
 // stdout, or an error carrying stderr.
 func runHelm(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	r := helmtool.Runner{Dir: repoRoot(t), Home: helmHome,
+	r := rig.HelmRunner{Dir: repoRoot(t), Home: helmHome,
 		// No cluster is ever contacted: template and lint work offline.
 		Kubeconfig: filepath.Join(helmHome, "no-kubeconfig")}
 	return r.Run(context.Background(), args...)

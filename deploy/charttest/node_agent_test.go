@@ -2,7 +2,6 @@ package charttest
 
 import (
 	"fmt"
-	"io/fs"
 	"maps"
 	"net"
 	"net/url"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagger-project/tagger/internal/rig"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -279,8 +280,9 @@ func checkNodeAgentOff(t *testing.T, r *rendered) {
 // chart renders: the preStop `node-agent cleanup` (which parses every flag,
 // validates the patterns and mirror URL, and acts only on --hosts-dir),
 // against a temporary hosts dir holding tagger's files over a node's own;
-// and the agent itself, which must get past flag parsing and logging setup
-// to the kubeconfig, where a missing file stops it.
+// and, with customized values, the agent itself, which must get past flag
+// parsing and logging setup to the kubeconfig, where a missing file stops
+// it (test/install runs it with the default values' args).
 func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 	bin := buildNodeAgent(t)
 
@@ -311,10 +313,15 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("node-agent cleanup %q: %v\n%s", args, err, out)
 			}
-			if got := snapshot(t, dir); !maps.Equal(got, mine) {
+			if got := rig.SnapshotDir(t, dir); !maps.Equal(got, mine) {
 				t.Errorf("after cleanup %s holds\n  %v\nwant the node's own files back\n  %v", dir, got, mine)
 			}
 
+			if name == "defaults" {
+				// test/install runs the agent with the default chart's
+				// args against an apiserver: a stronger proof of the same.
+				return
+			}
 			run := append(withHostsDir(t, c.Args, t.TempDir()), "--kubeconfig="+filepath.Join(t.TempDir(), "none"))
 			out, err := exec.Command(bin, run...).CombinedOutput()
 			if err == nil {
@@ -329,17 +336,7 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 
 func buildNodeAgent(t *testing.T) string {
 	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go is needed to build the node agent: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "node-agent")
-	build := exec.Command(gobin, "build", "-o", bin, "./cmd/node-agent")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/node-agent: %v\n%s", err, out)
-	}
-	return bin
+	return rig.Command(t, rig.Race, "node-agent")
 }
 
 // withHostsDir returns args with the one --hosts-dir replaced by dir, and
@@ -376,7 +373,7 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	write("docker.io/hosts.toml", "server = \"https://registry-1.docker.io\"\n\n[host.\"https://mirror.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"corp.crt\"\n")
 	write("docker.io/corp.crt", "not really a certificate\n")
 	write("_default/hosts.toml", "[host.\"https://proxy.corp.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
-	mine := snapshot(t, dir)
+	mine := rig.SnapshotDir(t, dir)
 
 	listen, _ := flagValue(args, "listen")
 	dial, _ := flagValue(args, "dial-timeout")
@@ -406,39 +403,8 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	if err := m.Sync([]string{"docker.io", "ghcr.io", "registry.local:5000"}); err != nil {
 		t.Fatalf("write hosts.toml into %s: %v", dir, err)
 	}
-	if got := snapshot(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
+	if got := rig.SnapshotDir(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
 		t.Fatalf("seeding wrote no tagger files: %v", got)
 	}
 	return mine
-}
-
-// snapshot maps every file under dir (relative path) to its mode and
-// content; directories map to their mode.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			out[rel+"/"] = info.Mode().String()
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = info.Mode().String() + " " + string(b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

@@ -21,8 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tagger-project/tagger/internal/procutil"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // The chart's registry configuration and commands, run by the real
@@ -40,12 +39,12 @@ var secretValues = map[string]string{
 }
 
 func TestRegistryFilesystem(t *testing.T) {
-	bin := testbin.Require(t, "registry")
+	bin := rig.RequireBins(t, "registry")
 	// ReadWriteMany: the render that has both the registry and the gc job on
 	// filesystem storage.
 	r := render(t, rwxValues)
 	dir := t.TempDir()
-	addr := procutil.FreeAddr(t)
+	addr := rig.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
 		setPath(t, cfg, filepath.Join(dir, "data"), "storage", "filesystem", "rootdirectory")
 		setPath(t, cfg, addr, "http", "addr")
@@ -91,11 +90,11 @@ func TestRegistryFilesystem(t *testing.T) {
 }
 
 func TestRegistryS3(t *testing.T) {
-	bin := testbin.Require(t, "registry")
+	bin := rig.RequireBins(t, "registry")
 	r := render(t, s3Values)
 	store := newFakeS3(t)
 	dir := t.TempDir()
-	addr := procutil.FreeAddr(t)
+	addr := rig.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
 		setPath(t, cfg, store.URL, "storage", "s3", "regionendpoint")
 		setPath(t, cfg, addr, "http", "addr")

@@ -25,16 +25,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 func main() {
-	p := &registrytest.Program{Prefix: "tagger-demo"}
+	p := &rig.Program{Prefix: "tagger-demo"}
 	code := 0
 	if err := p.Run(func() error { return run(p) }); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -44,8 +41,8 @@ func main() {
 	os.Exit(code)
 }
 
-func run(d *registrytest.Program) error {
-	bin := testbin.Dir()
+func run(d *rig.Program) error {
+	bin := rig.BinDir()
 	for _, b := range []string{"kube-apiserver", "etcd", "registry"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			return fmt.Errorf("rig binary %s missing in %s: run `make testbin`", b, bin)
@@ -54,7 +51,7 @@ func run(d *registrytest.Program) error {
 	ctx := context.Background()
 
 	step("Starting a real kube-apiserver + etcd with the Tag CRD from deploy/crds")
-	kc, err := kubetest.Start(bin)
+	kc, err := rig.StartKube(bin)
 	if err != nil {
 		return err
 	}
@@ -62,17 +59,17 @@ func run(d *registrytest.Program) error {
 	c := kc.Client
 
 	step("Starting a real distribution registry as the upstream")
-	up := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
-	img1 := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
+	up := rig.StartRegistry(d, filepath.Join(bin, "registry"), rig.RegistryOptions{})
+	img1 := up.PushImage(d, "demo/app", "v1", rig.ImageOptions{Layers: 2})
 	fmt.Printf("  pushed %s/demo/app:v1 -> %s\n", up.Host(), img1.Digest)
-	bundled := registrytest.Start(d, filepath.Join(bin, "registry"), registrytest.Options{})
+	bundled := rig.StartRegistry(d, filepath.Join(bin, "registry"), rig.RegistryOptions{})
 	fmt.Printf("  and another one as the bundled registry: %s\n", bundled.URL())
 
 	step("Starting the tagger controller")
-	o := kubetest.ControllerOptions()
+	o := inproc.ControllerOptions()
 	o.PlainHTTPRegistries = []string{up.Host()}
 	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
+	inproc.RunController(kc, o)
 
 	step("kubectl apply: Tag app -> " + up.Host() + "/demo/app:v1")
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/demo/app:v1"}}
@@ -86,7 +83,7 @@ func run(d *registrytest.Program) error {
 
 	latest := img1.Digest.String()
 	for i, v := range []string{"second", "third"} {
-		img := up.PushImage(d, "demo/app", "v1", registrytest.ImageOptions{Layers: 2})
+		img := up.PushImage(d, "demo/app", "v1", rig.ImageOptions{Layers: 2})
 		latest = img.Digest.String()
 		step(fmt.Sprintf("The upstream moves demo/app:v1 (%s push) -> %s; a check records generation %d", v, img.Digest, i+2))
 		if err := patch(ctx, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.CheckAnnotation, v)); err != nil {
@@ -186,11 +183,11 @@ func show(ctx context.Context, c client.Client) {
 	}
 }
 
-// node runs the node steps as root (containerdtest.New stops the demo with
+// node runs the node steps as root (rig.NewContainerd stops the demo with
 // a `make testbin` hint when the containerd binaries are missing):
 // a real containerd whose hosts.toml the node agent writes pulls the served
 // digest by tag, then, with spec.cache on, again with the upstream stopped.
-func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bundled, up *registrytest.Registry, served, upstream string) (bool, error) {
+func node(ctx context.Context, d *rig.Program, kc *rig.Kube, bundled, up *rig.Registry, served, upstream string) (bool, error) {
 	if os.Geteuid() != 0 {
 		step("Skipping the node steps: a real containerd needs root")
 		return false, nil
@@ -198,14 +195,14 @@ func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bu
 	image := up.Host() + "/demo/app:v1"
 
 	step("A node: a real containerd, and the tagger node agent writing its hosts.toml")
-	ctd := containerdtest.New(d, containerdtest.Options{})
-	agent := kc.RunNodeAgent(d, ctd, bundled.URL())
+	ctd := rig.NewContainerd(d, rig.ContainerdOptions{})
+	agent := inproc.RunNodeAgent(d, kc, ctd, bundled.URL())
 	ref, err := pins.ParseReference(image)
 	if err != nil {
 		return false, err
 	}
 	hostsToml := filepath.Join(ctd.HostsDir(), ref.Registry, "hosts.toml")
-	waitfor.Cond(d, 30*time.Second, "the node agent to pin "+image, func() (bool, string) {
+	rig.WaitFor(d, 30*time.Second, "the node agent to pin "+image, func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 		b, _ := os.ReadFile(hostsToml)
 		written := strings.HasPrefix(string(b), "# managed by tagger")
@@ -234,7 +231,7 @@ func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bu
 		return false, err
 	}
 	show(ctx, kc.Client)
-	waitfor.Cond(d, 30*time.Second, "the node agent to see the served generation cached", func() (bool, string) {
+	rig.WaitFor(d, 30*time.Second, "the node agent to see the served generation cached", func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 		return ok && p.Cached, fmt.Sprintf("pin %+v", p)
 	})
@@ -249,7 +246,7 @@ func node(ctx context.Context, d *registrytest.Program, kc *kubetest.Cluster, bu
 
 // pull pulls ref through containerd's CRI image service into an empty image
 // store and checks the digest it recorded.
-func pull(ctx context.Context, ctd *containerdtest.Containerd, ref, want string) error {
+func pull(ctx context.Context, ctd *rig.Containerd, ref, want string) error {
 	if err := ctd.RemoveAllImages(ctx); err != nil {
 		return fmt.Errorf("clear the node's images: %w", err)
 	}

@@ -12,14 +12,14 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // TestEndpointPushAndRead pushes an image by descriptor into a real
 // registry, reads it back and deletes it: what the copier and a test pusher do.
 func TestEndpointPushAndRead(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{})
+	reg := rig.NewRegistry(t, rig.RegistryOptions{})
 	ctx := testCtx(t)
 	e, err := registryclient.NewEndpoint(reg.URL(), nil)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
@@ -41,7 +41,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func TestResolveRealRegistry(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{})
+	reg := rig.NewRegistry(t, rig.RegistryOptions{})
 	c := newClient()
 
 	tests := []struct {
@@ -50,23 +50,23 @@ func TestResolveRealRegistry(t *testing.T) {
 		push func(t *testing.T, repo string) (ocispec.Descriptor, []string)
 	}{
 		{name: "single arch oci", repo: "team/single", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
-			img := reg.PushImage(t, repo, "v1", registrytest.ImageOptions{Platform: "linux/arm64/v8", Layers: 2})
+			img := reg.PushImage(t, repo, "v1", rig.ImageOptions{Platform: "linux/arm64/v8", Layers: 2})
 			return img.Descriptor(), []string{"linux/arm64/v8"}
 		}},
 		{name: "single arch docker", repo: "team/docker", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
-			img := reg.PushImage(t, repo, "v1", registrytest.ImageOptions{MediaType: registrytest.MediaTypeDockerManifest})
+			img := reg.PushImage(t, repo, "v1", rig.ImageOptions{MediaType: rig.MediaTypeDockerManifest})
 			return img.Descriptor(), []string{"linux/amd64"}
 		}},
 		{name: "config without platform", repo: "team/scratch", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
-			img := reg.PushImage(t, repo, "v1", registrytest.ImageOptions{Platform: registrytest.NoPlatform})
+			img := reg.PushImage(t, repo, "v1", rig.ImageOptions{Platform: rig.NoPlatform})
 			return img.Descriptor(), nil
 		}},
 		{name: "multi arch index with attestations", repo: "team/multi", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
-			x := reg.PushIndex(t, repo, "v1", []string{"linux/arm64", "linux/amd64", "linux/arm/v7"}, registrytest.IndexOptions{Attestations: true})
+			x := reg.PushIndex(t, repo, "v1", []string{"linux/arm64", "linux/amd64", "linux/arm/v7"}, rig.IndexOptions{Attestations: true})
 			return x.Descriptor(), []string{"linux/amd64", "linux/arm/v7", "linux/arm64"}
 		}},
 		{name: "docker manifest list", repo: "team/list", push: func(t *testing.T, repo string) (ocispec.Descriptor, []string) {
-			x := reg.PushIndex(t, repo, "v1", []string{"linux/amd64", "windows/amd64"}, registrytest.IndexOptions{MediaType: registrytest.MediaTypeDockerManifestList})
+			x := reg.PushIndex(t, repo, "v1", []string{"linux/amd64", "windows/amd64"}, rig.IndexOptions{MediaType: rig.MediaTypeDockerManifestList})
 			return x.Descriptor(), []string{"linux/amd64", "windows/amd64"}
 		}},
 	}
@@ -76,7 +76,7 @@ func TestResolveRealRegistry(t *testing.T) {
 			r := ref(t, reg.Host(), tt.repo+":v1")
 
 			// Count through a proxy: resolving is exactly one HEAD, nothing else.
-			p := registrytest.NewCountingProxy(t, reg.URL())
+			p := rig.NewCountingProxy(t, reg.URL())
 			viaProxy := ref(t, p.Host(), r.Repository+":"+r.Tag)
 			d, err := c.Resolve(testCtx(t), viaProxy, registryclient.Credentials{})
 			if err != nil {
@@ -85,7 +85,7 @@ func TestResolveRealRegistry(t *testing.T) {
 			if d.Digest != want.Digest || d.MediaType != want.MediaType || d.Size != want.Size {
 				t.Errorf("Resolve = %+v, want %s %s %d", d, want.Digest, want.MediaType, want.Size)
 			}
-			if p.Total() != 1 || p.Count(http.MethodHead, registrytest.KindManifest) != 1 {
+			if p.Total() != 1 || p.Count(http.MethodHead, rig.KindManifest) != 1 {
 				t.Errorf("Resolve made %v, want exactly one manifest HEAD", p.Requests())
 			}
 
@@ -106,11 +106,11 @@ func TestResolveRealRegistry(t *testing.T) {
 }
 
 func TestResolveTagMoves(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{})
+	reg := rig.NewRegistry(t, rig.RegistryOptions{})
 	c := newClient()
 	r := ref(t, reg.Host(), "team/app:latest")
 	for i := range 2 {
-		img := reg.PushImage(t, "team/app", "latest", registrytest.ImageOptions{})
+		img := reg.PushImage(t, "team/app", "latest", rig.ImageOptions{})
 		d, err := c.Resolve(testCtx(t), r, registryclient.Credentials{})
 		if err != nil {
 			t.Fatal(err)
@@ -122,8 +122,8 @@ func TestResolveTagMoves(t *testing.T) {
 }
 
 func TestNotFoundRealRegistry(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{})
-	img := reg.PushImage(t, "team/app", "v1", registrytest.ImageOptions{})
+	reg := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := reg.PushImage(t, "team/app", "v1", rig.ImageOptions{})
 	c := newClient()
 	for _, rt := range []string{"team/app:nope", "team/nothere:v1"} {
 		t.Run(rt, func(t *testing.T) {
@@ -146,8 +146,8 @@ func TestNotFoundRealRegistry(t *testing.T) {
 }
 
 func TestRegistryDown(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{})
-	reg.PushImage(t, "team/app", "v1", registrytest.ImageOptions{})
+	reg := rig.NewRegistry(t, rig.RegistryOptions{})
+	reg.PushImage(t, "team/app", "v1", rig.ImageOptions{})
 	c := newClient()
 	r := ref(t, reg.Host(), "team/app:v1")
 	if _, err := c.Resolve(testCtx(t), r, registryclient.Credentials{}); err != nil {
@@ -174,9 +174,9 @@ func TestRegistryDown(t *testing.T) {
 }
 
 func TestBasicAuthRealRegistry(t *testing.T) {
-	reg := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthBasic, Users: map[string]string{"alice": "s3cret"}})
-	img := reg.PushImage(t, "private/app", "v1", registrytest.ImageOptions{})
-	p := registrytest.NewCountingProxy(t, reg.URL())
+	reg := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthBasic, Users: map[string]string{"alice": "s3cret"}})
+	img := reg.PushImage(t, "private/app", "v1", rig.ImageOptions{})
+	p := rig.NewCountingProxy(t, reg.URL())
 	r := ref(t, p.Host(), "private/app:v1")
 	c := newClient()
 
@@ -207,7 +207,7 @@ func TestBasicAuthRealRegistry(t *testing.T) {
 					t.Errorf("error leaks the password: %v", err)
 				}
 			}
-			if n := p.Count(http.MethodHead, registrytest.KindManifest); n != tt.heads || p.Total() != n {
+			if n := p.Count(http.MethodHead, rig.KindManifest); n != tt.heads || p.Total() != n {
 				t.Errorf("requests %v, want %d HEADs", p.Requests(), tt.heads)
 			}
 		})
@@ -216,15 +216,15 @@ func TestBasicAuthRealRegistry(t *testing.T) {
 
 func TestTokenAuthRealRegistry(t *testing.T) {
 	users := map[string]string{"alice": "s3cret"}
-	private := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthToken, Users: users})
-	public := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthToken, Users: users, AnonymousPull: true})
-	privImg := private.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{})
-	pubImg := public.PushImage(t, "team/app", "v1", registrytest.ImageOptions{})
+	private := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthToken, Users: users})
+	public := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthToken, Users: users, AnonymousPull: true})
+	privImg := private.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{})
+	pubImg := public.PushImage(t, "team/app", "v1", rig.ImageOptions{})
 	alice := registryclient.Credentials{Username: "alice", Password: "s3cret"}
 
 	t.Run("alice, cached token", func(t *testing.T) {
 		c := newClient()
-		p := registrytest.NewCountingProxy(t, private.URL())
+		p := rig.NewCountingProxy(t, private.URL())
 		r := ref(t, p.Host(), "team/app:v1")
 		for i := range 3 {
 			before := private.TokenRequests()
@@ -237,7 +237,7 @@ func TestTokenAuthRealRegistry(t *testing.T) {
 			if i == 0 {
 				wantHeads, wantTokens = 2, 1 // 401, token, retry
 			}
-			if p.Count(http.MethodHead, registrytest.KindManifest) != wantHeads || p.Total() != wantHeads ||
+			if p.Count(http.MethodHead, rig.KindManifest) != wantHeads || p.Total() != wantHeads ||
 				private.TokenRequests()-before != wantTokens {
 				t.Errorf("resolve %d: %v and %d token requests, want %d HEADs and %d tokens",
 					i, p.Requests(), private.TokenRequests()-before, wantHeads, wantTokens)
@@ -251,7 +251,7 @@ func TestTokenAuthRealRegistry(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		reg   *registrytest.Registry
+		reg   *rig.Registry
 		creds registryclient.Credentials
 		want  string // digest, or "" for unauthorized
 		msg   string // in the error

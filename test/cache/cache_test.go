@@ -16,38 +16,35 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 func TestCachedPulls(t *testing.T) {
-	testbin.RequireRoot(t)
-	testbin.Require(t, "registry", "containerd", "ctr", "containerd-shim-runc-v2")
+	rig.RequireRoot(t)
+	rig.RequireBins(t, "registry", "containerd", "ctr", "containerd-shim-runc-v2")
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc := rig.NewKube(t)
 	c := kc.Client
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	uploads := registrytest.NewCountingProxy(t, bundled.URL())
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	uploads := rig.NewCountingProxy(t, bundled.URL())
 
-	o := kubetest.ControllerOptions()
+	o := inproc.ControllerOptions()
 	o.RegistryURL = uploads.URL()
-	kc.RunController(o)
+	inproc.RunController(kc, o)
 
-	ctd := containerdtest.New(t, containerdtest.Options{})
-	agent := kc.RunNodeAgent(t, ctd, bundled.URL())
+	ctd := rig.NewContainerd(t, rig.ContainerdOptions{})
+	agent := inproc.RunNodeAgent(t, kc, ctd, bundled.URL())
 
 	image := up.Host() + "/team/app:v1"
-	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})
+	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{Attestations: true})
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true}}
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, time.Minute, "generation 1 cached and served on the node", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 cached and served on the node", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &got); err != nil {
 			return false, err.Error()
@@ -76,21 +73,21 @@ func TestCachedPulls(t *testing.T) {
 		}
 	}
 	check("manifests/"+idx.Digest.String(), idx.MediaType, idx.Digest.String())
-	for _, img := range append(append([]registrytest.Image{}, idx.Images...), idx.Attestations...) {
+	for _, img := range append(append([]rig.Image{}, idx.Images...), idx.Attestations...) {
 		check("manifests/"+img.Digest.String(), img.MediaType, img.Digest.String())
 		for d := range img.Blobs {
 			check("blobs/"+d.String(), "", d.String())
 		}
 	}
 	// A later reconcile (a check) uploads nothing again.
-	before := uploads.Count(http.MethodPut, registrytest.KindUpload)
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"again"}}}`, v1alpha1.CheckAnnotation))
-	waitfor.Cond(t, time.Minute, "check acted on", func() (bool, string) {
+	before := uploads.Count(http.MethodPut, rig.KindUpload)
+	rig.AnnotateCheck(t, c, "app", "again")
+	rig.WaitFor(t, time.Minute, "check acted on", func() (bool, string) {
 		var got v1alpha1.Tag
 		_ = c.Get(ctx, client.ObjectKey{Name: "app"}, &got)
 		return got.Status.CheckAnnotation == "again", got.Status.CheckAnnotation
 	})
-	if after := uploads.Count(http.MethodPut, registrytest.KindUpload); after != before {
+	if after := uploads.Count(http.MethodPut, rig.KindUpload); after != before {
 		t.Fatalf("a second reconcile uploaded %d blobs again", after-before)
 	}
 
@@ -111,7 +108,7 @@ func TestCachedPulls(t *testing.T) {
 	}
 }
 
-func freshPull(t *testing.T, ctd *containerdtest.Containerd, ref string) string {
+func freshPull(t *testing.T, ctd *rig.Containerd, ref string) string {
 	t.Helper()
 	ctx := context.Background()
 	if err := ctd.RemoveAllImages(ctx); err != nil {
@@ -127,23 +124,15 @@ func freshPull(t *testing.T, ctd *containerdtest.Containerd, ref string) string 
 	return d
 }
 
-func patch(t *testing.T, c client.Client, body string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}}
-	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // startCaching starts an apiserver, an upstream and a bundled registry, and
 // the controller caching into the bundled one.
-func startCaching(t *testing.T) (*kubetest.Cluster, *registrytest.Registry, *registrytest.Registry) {
+func startCaching(t *testing.T) (*rig.Kube, *rig.Registry, *rig.Registry) {
 	t.Helper()
-	kc := kubetest.New(t)
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	o := kubetest.ControllerOptions()
+	kc := rig.NewKube(t)
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	o := inproc.ControllerOptions()
 	o.RegistryURL = bundled.URL()
-	kc.RunController(o)
+	inproc.RunController(kc, o)
 	return kc, up, bundled
 }

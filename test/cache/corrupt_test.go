@@ -18,8 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -69,7 +68,7 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 	f := newFlipper(t, up.URL())
 	f.on.Store(true)
 	host := strings.TrimPrefix(f.srv.URL, "http://")
-	img := up.PushImage(t, "bad/app", "v1", registrytest.ImageOptions{Layers: 2, LayerSize: 64 << 10})
+	img := up.PushImage(t, "bad/app", "v1", rig.ImageOptions{Layers: 2, LayerSize: 64 << 10})
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "corrupt"}, Spec: v1alpha1.TagSpec{Image: host + "/bad/app:v1", Cache: true}}
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
@@ -81,7 +80,7 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 		}
 		return &got
 	}
-	waitfor.Cond(t, time.Minute, "Cached=False CopyFailed with a digest mismatch", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "Cached=False CopyFailed with a digest mismatch", func() (bool, string) {
 		got := get()
 		cd := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
 		if cd == nil {
@@ -106,7 +105,7 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 
 	// The upstream serves clean bytes again: the retry completes.
 	f.on.Store(false)
-	waitfor.Cond(t, time.Minute, "cached after the upstream recovered", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "cached after the upstream recovered", func() (bool, string) {
 		got := get()
 		cd := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
 		return got.Status.CachedServed && cd != nil && cd.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", cd)

@@ -14,8 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -31,7 +30,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 
 	// "del-a" follows del/app:v1 through two images; "del-b" pins
 	// del/app:v2, which names the same manifest as del-a's generation 1.
-	img1 := up.PushImage(t, "del/app", "v1", registrytest.ImageOptions{})
+	img1 := up.PushImage(t, "del/app", "v1", rig.ImageOptions{})
 	up.PushManifest(t, "del/app", "v2", img1.MediaType, img1.Manifest)
 	a := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "del-a"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/del/app:v1", Cache: true}}
 	b := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "del-b"}, Spec: v1alpha1.TagSpec{Image: up.Host() + "/del/app:v2", Cache: true}}
@@ -42,7 +41,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 	}
 	waitCached(t, c, "del-a", 1)
 	waitCached(t, c, "del-b", 1)
-	img2 := up.PushImage(t, "del/app", "v1", registrytest.ImageOptions{})
+	img2 := up.PushImage(t, "del/app", "v1", rig.ImageOptions{})
 	check := fmt.Sprintf(`{"metadata":{"annotations":{%q:"again"}}}`, v1alpha1.CheckAnnotation)
 	if err := c.Patch(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "del-a"}}, client.RawPatch("application/merge-patch+json", []byte(check))); err != nil {
 		t.Fatal(err)
@@ -57,10 +56,10 @@ func TestDeletedTagCleansCache(t *testing.T) {
 		t.Fatalf("Tag with cache: true has finalizers %v, want %s", got.Finalizers, v1alpha1.CacheFinalizer)
 	}
 	ref, _ := pins.ParseReference(a.Spec.Image)
-	manifest := func(img registrytest.Image) string {
+	manifest := func(img rig.Image) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
-	for _, img := range []registrytest.Image{img1, img2} {
+	for _, img := range []rig.Image{img1, img2} {
 		if code := head(t, manifest(img)); code != http.StatusOK {
 			t.Fatalf("cached %s before the delete: HEAD %d", img.Digest, code)
 		}
@@ -71,13 +70,13 @@ func TestDeletedTagCleansCache(t *testing.T) {
 	if err := c.Delete(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "del-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, time.Minute, "del-a marked for deletion", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "del-a marked for deletion", func() (bool, string) {
 		var t2 v1alpha1.Tag
 		err := c.Get(ctx, client.ObjectKey{Name: "del-a"}, &t2)
 		return err == nil && t2.DeletionTimestamp != nil, fmt.Sprint(err)
 	})
 	// The failed cleanup is reported; the Tag and its finalizer stay.
-	waitfor.Cond(t, time.Minute, "a CachePruneFailed Event on del-a", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "a CachePruneFailed Event on del-a", func() (bool, string) {
 		var l eventsv1.EventList
 		if err := c.List(ctx, &l); err != nil {
 			return false, err.Error()
@@ -96,7 +95,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 	if err := bundled.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, time.Minute, "del-a gone", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "del-a gone", func() (bool, string) {
 		err := c.Get(ctx, client.ObjectKey{Name: "del-a"}, &v1alpha1.Tag{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
@@ -113,7 +112,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 
 func waitCached(t *testing.T, c client.Client, name string, gen int64) {
 	t.Helper()
-	waitfor.Cond(t, time.Minute, fmt.Sprintf("%s generation %d cached", name, gen), func() (bool, string) {
+	rig.WaitFor(t, time.Minute, fmt.Sprintf("%s generation %d cached", name, gen), func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &got); err != nil {
 			return false, err.Error()

@@ -11,10 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -25,21 +23,21 @@ import (
 // node pulls generations 3 and 2 from the bundled registry alone, with the
 // upstream stopped.
 func TestRetentionGCThenPull(t *testing.T) {
-	testbin.RequireRoot(t)
-	testbin.Require(t, "registry", "containerd", "ctr", "containerd-shim-runc-v2")
+	rig.RequireRoot(t)
+	rig.RequireBins(t, "registry", "containerd", "ctr", "containerd-shim-runc-v2")
 	ctx := context.Background()
 	kc, up, bundled := startCaching(t)
 	c := kc.Client
-	ctd := containerdtest.New(t, containerdtest.Options{})
-	agent := kc.RunNodeAgent(t, ctd, bundled.URL())
+	ctd := rig.NewContainerd(t, rig.ContainerdOptions{})
+	agent := inproc.RunNodeAgent(t, kc, ctd, bundled.URL())
 
-	base := up.PushImage(t, "gc/base", "v1", registrytest.ImageOptions{LayerSize: 64 << 10})
+	base := up.PushImage(t, "gc/base", "v1", rig.ImageOptions{LayerSize: 64 << 10})
 	image := up.Host() + "/gc/app:v1"
 	ref, _ := pins.ParseReference(image)
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "gc"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true, HistoryLimit: 2}}
-	var gens []registrytest.Image
+	var gens []rig.Image
 	for i := 1; i <= 3; i++ {
-		gens = append(gens, up.PushImage(t, "gc/app", "v1", registrytest.ImageOptions{Base: &base, LayerSize: 32 << 10}))
+		gens = append(gens, up.PushImage(t, "gc/app", "v1", rig.ImageOptions{Base: &base, LayerSize: 32 << 10}))
 		if i == 1 {
 			if err := c.Create(ctx, tag); err != nil {
 				t.Fatal(err)
@@ -55,10 +53,10 @@ func TestRetentionGCThenPull(t *testing.T) {
 	blob := func(d fmt.Stringer) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/blobs/" + d.String()
 	}
-	manifest := func(img registrytest.Image) string {
+	manifest := func(img rig.Image) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
-	waitfor.Cond(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
 		code := head(t, manifest(gens[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})
@@ -85,7 +83,7 @@ func TestRetentionGCThenPull(t *testing.T) {
 	if err := c.Patch(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "gc"}}, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"generation":2}}`))); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, time.Minute, "generation 2 served on the node", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 2 served on the node", func() (bool, string) {
 		p, ok := agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 		return ok && p.Digest == gens[1].Digest.String(), fmt.Sprintf("pin %+v (%v)", p, ok)
 	})

@@ -11,8 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -26,9 +25,9 @@ func TestRetentionPrunesCache(t *testing.T) {
 
 	image := up.Host() + "/ret/app:v1"
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "ret"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true, HistoryLimit: 2}}
-	var imgs []registrytest.Image
+	var imgs []rig.Image
 	for i := 1; i <= 3; i++ {
-		imgs = append(imgs, up.PushImage(t, "ret/app", "v1", registrytest.ImageOptions{}))
+		imgs = append(imgs, up.PushImage(t, "ret/app", "v1", rig.ImageOptions{}))
 		if i == 1 {
 			if err := c.Create(ctx, tag); err != nil {
 				t.Fatal(err)
@@ -40,7 +39,7 @@ func TestRetentionPrunesCache(t *testing.T) {
 			}
 		}
 		want := int64(i)
-		waitfor.Cond(t, time.Minute, fmt.Sprintf("generation %d cached", i), func() (bool, string) {
+		rig.WaitFor(t, time.Minute, fmt.Sprintf("generation %d cached", i), func() (bool, string) {
 			var got v1alpha1.Tag
 			if err := c.Get(ctx, client.ObjectKey{Name: "ret"}, &got); err != nil {
 				return false, err.Error()
@@ -49,10 +48,10 @@ func TestRetentionPrunesCache(t *testing.T) {
 		})
 	}
 	ref, _ := pins.ParseReference(image)
-	manifest := func(img registrytest.Image) string {
+	manifest := func(img rig.Image) string {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
-	waitfor.Cond(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
 		code := head(t, manifest(imgs[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})

@@ -13,12 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/s3test"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -27,35 +23,35 @@ import (
 // registry processes share one bucket and root directory, the controller
 // writes through A only, and node agents read through either.
 func TestCachedPullsS3(t *testing.T) {
-	testbin.RequireRoot(t)
-	testbin.Require(t, "registry", "weed", "containerd", "ctr", "containerd-shim-runc-v2")
+	rig.RequireRoot(t)
+	rig.RequireBins(t, "registry", "weed", "containerd", "ctr", "containerd-shim-runc-v2")
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc := rig.NewKube(t)
 	c := kc.Client
-	store := s3test.New(t, s3test.Options{Bucket: "tagger-cache"})
+	store := rig.NewS3(t, rig.S3Options{Bucket: "tagger-cache"})
 	const root = "/tagger"
-	regA := registrytest.New(t, registrytest.Options{S3: store.Storage(root)})
-	regB := registrytest.New(t, registrytest.Options{S3: store.Storage(root)})
-	up := registrytest.New(t, registrytest.Options{})
+	regA := rig.NewRegistry(t, rig.RegistryOptions{S3: store.Storage(root)})
+	regB := rig.NewRegistry(t, rig.RegistryOptions{S3: store.Storage(root)})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 
-	o := kubetest.ControllerOptions()
+	o := inproc.ControllerOptions()
 	o.RegistryURL = regA.URL()
-	kc.RunController(o)
+	inproc.RunController(kc, o)
 
 	// One node (containerd + agent) reading through each replica.
-	ctdB := containerdtest.New(t, containerdtest.Options{})
-	agentB := kc.RunNodeAgent(t, ctdB, regB.URL())
-	ctdA := containerdtest.New(t, containerdtest.Options{})
-	agentA := kc.RunNodeAgent(t, ctdA, regA.URL())
+	ctdB := rig.NewContainerd(t, rig.ContainerdOptions{})
+	agentB := inproc.RunNodeAgent(t, kc, ctdB, regB.URL())
+	ctdA := rig.NewContainerd(t, rig.ContainerdOptions{})
+	agentA := inproc.RunNodeAgent(t, kc, ctdA, regA.URL())
 
 	image := up.Host() + "/team/app:v1"
-	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})
+	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{Attestations: true})
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{Image: image, Cache: true}}
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
 	ref, _ := pins.ParseReference(image)
-	waitfor.Cond(t, time.Minute, "generation 1 cached and served on both nodes", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 cached and served on both nodes", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "app"}, &got); err != nil {
 			return false, err.Error()
@@ -81,7 +77,7 @@ func TestCachedPullsS3(t *testing.T) {
 	cacheRepo := ref.CacheRepository()
 	type desc struct{ path, accept, digest string }
 	descs := []desc{{"manifests/" + idx.Digest.String(), idx.MediaType, idx.Digest.String()}}
-	for _, img := range append(append([]registrytest.Image{}, idx.Images...), idx.Attestations...) {
+	for _, img := range append(append([]rig.Image{}, idx.Images...), idx.Attestations...) {
 		descs = append(descs, desc{"manifests/" + img.Digest.String(), img.MediaType, img.Digest.String()})
 		for d := range img.Blobs {
 			descs = append(descs, desc{"blobs/" + d.String(), "", d.String()})
@@ -89,7 +85,7 @@ func TestCachedPullsS3(t *testing.T) {
 	}
 	for _, reg := range []struct {
 		name string
-		r    *registrytest.Registry
+		r    *rig.Registry
 	}{{"B", regB}, {"A", regA}} {
 		for _, d := range descs {
 			resp, body := reg.r.Get(t, cacheRepo, "/v2/"+cacheRepo+"/"+d.path, d.accept)
@@ -119,8 +115,8 @@ func TestCachedPullsS3(t *testing.T) {
 	assertClosed(t, up.Host())
 	for _, n := range []struct {
 		name        string
-		ctd         *containerdtest.Containerd
-		serve, down *registrytest.Registry
+		ctd         *rig.Containerd
+		serve, down *rig.Registry
 	}{{"B", ctdB, regB, regA}, {"A", ctdA, regA, regB}} {
 		n.down.Stop()
 		assertClosed(t, n.down.Host())

@@ -6,9 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -20,11 +18,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/clustertest"
-	"github.com/tagger-project/tagger/internal/helmtool"
-	"github.com/tagger-project/tagger/internal/procutil"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/cluster"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -44,7 +39,7 @@ import (
 // configure host-network pods.
 func TestChartNodeAgentPod(t *testing.T) {
 	ctx := context.Background()
-	cl := clustertest.New(t, clustertest.Options{})
+	cl := cluster.New(t, cluster.Options{})
 	cfg := cl.Config()
 	c, log := clients(t, cfg)
 
@@ -52,36 +47,36 @@ func TestChartNodeAgentPod(t *testing.T) {
 	// and user; the chart sets command and runAsUser.
 	start := time.Now()
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
-	images := registrytest.New(t, registrytest.Options{})
+	images := rig.NewRegistry(t, rig.RegistryOptions{})
 	cl.UsePlainHTTP(images.Host())
-	clustertest.PushImage(t, images, "tagger", "test",
-		[]clustertest.File{{Path: "usr/local/bin/node-agent", Mode: 0o755, Data: staticBinary(t, "./cmd/node-agent")}},
+	cluster.PushImage(t, images, "tagger", "test",
+		[]cluster.File{{Path: "usr/local/bin/node-agent", Mode: 0o755, Data: staticBinary(t, "node-agent")}},
 		ocispec.ImageConfig{User: "65532:65532", Entrypoint: []string{"/usr/local/bin/controller"}})
 
 	phase("tagger image pushed")
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	cl.UsePlainHTTP(up.Host())
 	before, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	image := up.Host() + "/team/app:v1"
-	gen1 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-1")
-	bundled := registrytest.New(t, registrytest.Options{})
+	gen1 := cluster.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-1")
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
 
 	api, err := url.Parse(cfg.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mirror := procutil.FreeAddr(t)
+	mirror := rig.FreeAddr(t)
 	values, err := yaml.Marshal(map[string]any{
 		"image":      map[string]any{"repository": images.Host() + "/tagger", "tag": "test"},
 		"controller": map[string]any{"replicas": 0},
 		"registry":   map[string]any{"enabled": false},
 		"nodeAgent": map[string]any{
 			"listen":              mirror,
-			"metricsAddr":         procutil.FreeAddr(t),
-			"healthAddr":          procutil.FreeAddr(t),
+			"metricsAddr":         rig.FreeAddr(t),
+			"healthAddr":          rig.FreeAddr(t),
 			"hostsDir":            cl.HostsDir(),
 			"containerdConfig":    cl.ContainerdConfigPath(),
 			"containerdSocket":    cl.ContainerdSocket(),
@@ -101,7 +96,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	if err := os.WriteFile(valuesFile, values, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	helm := helmtool.Runner{Dir: repoRoot(), Home: t.TempDir(), Kubeconfig: cl.KubeconfigPath()}
+	helm := rig.HelmRunner{Dir: repoRoot(), Home: t.TempDir(), Kubeconfig: cl.KubeconfigPath()}
 	if out, err := helm.Run(ctx, "install", "tagger", "deploy/chart/tagger", "--namespace", "tagger-system",
 		"--create-namespace", "--values", valuesFile); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -115,7 +110,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	})
 
 	ds := cl.Client().AppsV1().DaemonSets("tagger-system")
-	waitfor.Cond(t, 2*time.Minute, "the chart's node agent pod Ready under the kubelet", func() (bool, string) {
+	rig.WaitFor(t, 2*time.Minute, "the chart's node agent pod Ready under the kubelet", func() (bool, string) {
 		d, err := ds.Get(ctx, "tagger-node-agent", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -140,13 +135,13 @@ func TestChartNodeAgentPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitTag(t, c, gen1)
-	gen2 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-2")
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
+	gen2 := cluster.PushRunnableImage(t, up, "team/app", "v1", "chart-generation-2")
+	rig.AnnotateCheck(t, c, "app", "moved")
 	waitTag(t, c, gen2)
-	patch(t, c, `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, c, "app", `{"spec":{"generation":1}}`)
 	waitTag(t, c, gen1)
 	ref, _ := pins.ParseReference(image)
-	waitfor.Cond(t, time.Minute, "the agent pod wrote hosts.toml for "+ref.Registry, func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "the agent pod wrote hosts.toml for "+ref.Registry, func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(cl.HostsDir(), ref.Registry, "hosts.toml"))
 		return err == nil && string(b) != string(before), string(b)
 	})
@@ -154,7 +149,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	// 1's manifest from the bundled registry once its watch has the pin.
 	up.Stop()
 	u := fmt.Sprintf("http://%s/v2/%s/manifests/%s?ns=%s", mirror, ref.Repository, ref.Tag, ref.Registry)
-	waitfor.Cond(t, time.Minute, "the agent pod serves generation 1 from the bundled registry", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "the agent pod serves generation 1 from the bundled registry", func() (bool, string) {
 		req, _ := http.NewRequest(http.MethodGet, u, nil)
 		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
 		resp, err := http.DefaultClient.Do(req)
@@ -177,7 +172,7 @@ func TestChartNodeAgentPod(t *testing.T) {
 	phase("helm uninstall done")
 	// helm deletes the DaemonSet at once; its pod (and the preStop cleanup)
 	// goes after, through the garbage collector and the kubelet.
-	waitfor.Cond(t, 2*time.Minute, "node agent DaemonSet and pod gone", func() (bool, string) {
+	rig.WaitFor(t, 2*time.Minute, "node agent DaemonSet and pod gone", func() (bool, string) {
 		_, err := ds.Get(ctx, "tagger-node-agent", metav1.GetOptions{})
 		pods, perr := cl.Client().CoreV1().Pods("tagger-system").List(ctx, metav1.ListOptions{})
 		if perr != nil {
@@ -192,18 +187,10 @@ func TestChartNodeAgentPod(t *testing.T) {
 	}
 }
 
-// staticBinary builds pkg the way the Dockerfile does (CGO_ENABLED=0,
-// -trimpath, stripped) and returns it.
-func staticBinary(t *testing.T, pkg string) []byte {
+// staticBinary is the command name built the way the Dockerfile builds it.
+func staticBinary(t *testing.T, name string) []byte {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Dir = repoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, b)
-	}
-	b, err := os.ReadFile(out)
+	b, err := os.ReadFile(rig.Command(t, rig.Static, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +200,7 @@ func staticBinary(t *testing.T, pkg string) []byte {
 // waitTag waits until the Tag serves d (and is cached: the Tag has cache on).
 func waitTag(t *testing.T, c client.Client, d string) {
 	t.Helper()
-	waitfor.Cond(t, time.Minute, "Tag app serves "+d+", cached", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "Tag app serves "+d+", cached", func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
 			return false, err.Error()

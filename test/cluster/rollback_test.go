@@ -3,7 +3,7 @@
 // already has the tag runs the rolled-back digest (the node agent in-process,
 // as a host process would run), and the chart's node agent DaemonSet runs as
 // a pod and serves pulls (chart_test.go). It runs a single-node cluster from
-// source (internal/clustertest), the controller in-process, and real
+// source (internal/rig/cluster), the controller in-process, and real
 // distribution registries as the upstream.
 package cluster
 
@@ -27,9 +27,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/clustertest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/cluster"
 	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/node"
@@ -44,7 +43,7 @@ func repoRoot() string {
 // imagePullCredentialsVerificationPolicy (what users run).
 func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	ctx := context.Background()
-	cl := clustertest.New(t, clustertest.Options{})
+	cl := cluster.New(t, cluster.Options{})
 	cfg := cl.Config()
 	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
 		Paths: []string{filepath.Join(repoRoot(), "deploy", "crds")}, ErrorIfPathMissing: true,
@@ -53,9 +52,9 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	}
 	c, log := clients(t, cfg)
 
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	image := up.Host() + "/team/app:v1"
-	gen1 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-1")
+	gen1 := cluster.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-1")
 
 	runController(t, cfg, log, "")
 
@@ -90,8 +89,8 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	waitServed(t, c, agent, image, gen1)
 
 	// The upstream moves; a check serves generation 2.
-	gen2 := clustertest.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-2")
-	patch(t, c, fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
+	gen2 := cluster.PushRunnableImage(t, up, "team/app", "v1", "this-is-generation-2")
+	rig.PatchTag(t, c, "app", fmt.Sprintf(`{"metadata":{"annotations":{%q:"moved"}}}`, v1alpha1.CheckAnnotation))
 	waitServed(t, c, agent, image, gen2)
 
 	// A pod with IfNotPresent runs generation 2; the node now has app:v1 = gen2.
@@ -100,7 +99,7 @@ func TestRollbackReachesIfNotPresentPods(t *testing.T) {
 	// Roll back. The upstream still says generation 2, the node still has it
 	// under app:v1, and kubelet will not pull an image it has (IfNotPresent):
 	// only the node agent's convergence can make the next pod run generation 1.
-	patch(t, c, `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, c, "app", `{"spec":{"generation":1}}`)
 	waitServed(t, c, agent, image, gen1)
 	runPod(t, cl, "after-rollback", image, corev1.PullIfNotPresent, gen1, "this-is-generation-1")
 }
@@ -143,19 +142,11 @@ func runController(t *testing.T, cfg *rest.Config, log *logrus.Logger, registryU
 	})
 }
 
-func patch(t *testing.T, c client.Client, body string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}}
-	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
-		t.Fatalf("patch Tag app with %s: %v", body, err)
-	}
-}
-
 // waitServed waits until the Tag serves d, the node agent serves it, its
 // hosts.toml is written and the node's local record has converged.
 func waitServed(t *testing.T, c client.Client, agent *node.Agent, image, d string) {
 	t.Helper()
-	waitfor.Cond(t, 90*time.Second, "generation "+d+" served and converged on the node", func() (bool, string) {
+	rig.WaitFor(t, 90*time.Second, "generation "+d+" served and converged on the node", func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
 			return false, err.Error()
@@ -176,7 +167,7 @@ func waitServed(t *testing.T, c client.Client, agent *node.Agent, image, d strin
 
 // runPod runs a pod with the given pull policy and checks the digest kubelet
 // reports and the marker the image prints, then deletes it.
-func runPod(t *testing.T, cl *clustertest.Cluster, name, image string, policy corev1.PullPolicy, wantDigest, marker string) {
+func runPod(t *testing.T, cl *cluster.Cluster, name, image string, policy corev1.PullPolicy, wantDigest, marker string) {
 	t.Helper()
 	ctx := context.Background()
 	pods := cl.Client().CoreV1().Pods(metav1.NamespaceDefault)
@@ -192,7 +183,7 @@ func runPod(t *testing.T, cl *clustertest.Cluster, name, image string, policy co
 		t.Fatalf("create pod %s: %v", name, err)
 	}
 	var pod *corev1.Pod
-	waitfor.Cond(t, 90*time.Second, "pod "+name+" Running", func() (bool, string) {
+	rig.WaitFor(t, 90*time.Second, "pod "+name+" Running", func() (bool, string) {
 		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -203,14 +194,14 @@ func runPod(t *testing.T, cl *clustertest.Cluster, name, image string, policy co
 	if got := pod.Status.ContainerStatuses[0].ImageID; !strings.HasSuffix(got, "@"+wantDigest) {
 		t.Fatalf("pod %s: status imageID = %q, want digest %s", name, got, wantDigest)
 	}
-	waitfor.Cond(t, 30*time.Second, "pod "+name+" log marker", func() (bool, string) {
+	rig.WaitFor(t, 30*time.Second, "pod "+name+" log marker", func() (bool, string) {
 		l, err := cl.ContainerLog(pod, "main")
 		return strings.Contains(l, marker), fmt.Sprintf("log %q err %v", l, err)
 	})
 	if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod %s: %v", name, err)
 	}
-	waitfor.Cond(t, 60*time.Second, "pod "+name+" gone", func() (bool, string) {
+	rig.WaitFor(t, 60*time.Second, "pod "+name+" gone", func() (bool, string) {
 		_, err := pods.Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})

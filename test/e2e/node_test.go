@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -19,12 +18,7 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -38,51 +32,28 @@ func mustRef(t *testing.T, s string) pins.Reference {
 	return ref
 }
 
-func createTag(t *testing.T, c client.Client, name, image string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TagSpec{Image: image}}
-	if err := c.Create(context.Background(), tag); err != nil {
-		t.Fatalf("create Tag %s: %v", name, err)
-	}
-	// The apiserver is shared by the package's tests.
-	t.Cleanup(func() { _ = c.Delete(context.Background(), tag) })
-}
-
-func patchTag(t *testing.T, c client.Client, name, body string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := c.Patch(context.Background(), tag, client.RawPatch("application/merge-patch+json", []byte(body))); err != nil {
-		t.Fatalf("patch Tag %s with %s: %v", name, body, err)
-	}
-}
-
-func requestCheck(t *testing.T, c client.Client, name, value string) {
-	t.Helper()
-	patchTag(t, c, name, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.CheckAnnotation, value))
-}
-
 // TestPinnedPulls covers scenarios 1-4: a pin holds on the node while the
 // upstream moves, follows a check, rolls back (converging the node's existing
 // record without any pod asking), and unpinned images fall through.
 func TestPinnedPulls(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/team/app:v1"
-	gen1 := r.up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	gen1 := r.up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
 	// 1. Tag pins app:v1 -> a CRI pull gets generation 1's digest.
-	createTag(t, r.c, "app", ref)
+	rig.CreateTag(t, r.c, rig.NewTag("app", ref))
 	r.waitServed("app", ref, gen1.Digest.String())
 	if got := r.freshPull(ref); got != gen1.Digest.String() {
 		t.Fatalf("scenario 1: pulled %s, want generation 1 %s", got, gen1.Digest)
 	}
 
 	// 2. The upstream moves the tag: a fresh node still gets generation 1 ...
-	gen2 := r.up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	gen2 := r.up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 	if got := r.freshPull(ref); got != gen1.Digest.String() {
 		t.Fatalf("scenario 2: before a check, a fresh pull got %s, want pinned %s (upstream has %s)", got, gen1.Digest, gen2.Digest)
 	}
 	// ... until a check records generation 2, which is then served.
-	requestCheck(t, r.c, "app", "moved")
+	rig.AnnotateCheck(t, r.c, "app", "moved")
 	r.waitServed("app", ref, gen2.Digest.String())
 	if got := r.freshPull(ref); got != gen2.Digest.String() {
 		t.Fatalf("scenario 2: after the check pulled %s, want generation 2 %s", got, gen2.Digest)
@@ -90,9 +61,9 @@ func TestPinnedPulls(t *testing.T) {
 
 	// 3. Roll back: the node's existing app:v1 record (generation 2, just
 	// pulled) converges to generation 1 with no pull from us.
-	patchTag(t, r.c, "app", `{"spec":{"generation":1}}`)
+	rig.PatchTag(t, r.c, "app", `{"spec":{"generation":1}}`)
 	r.waitServed("app", ref, gen1.Digest.String())
-	waitfor.Cond(t, time.Minute, "node record converged to generation 1", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "node record converged to generation 1", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})
@@ -101,12 +72,12 @@ func TestPinnedPulls(t *testing.T) {
 	}
 
 	// 4. An unpinned image of the same registry pulls normally through the 404.
-	other := r.up.PushImage(t, "team/other", "v1", registrytest.ImageOptions{})
+	other := r.up.PushImage(t, "team/other", "v1", rig.ImageOptions{})
 	if got := r.freshPull(r.up.Host() + "/team/other:v1"); got != other.Digest.String() {
 		t.Fatalf("scenario 4: unpinned pull got %s, want upstream %s", got, other.Digest)
 	}
 	// And an unpinned tag of the pinned repository too.
-	v2 := r.up.PushImage(t, "team/app", "v2", registrytest.ImageOptions{})
+	v2 := r.up.PushImage(t, "team/app", "v2", rig.ImageOptions{})
 	if got := r.freshPull(r.up.Host() + "/team/app:v2"); got != v2.Digest.String() {
 		t.Fatalf("scenario 4: unpinned tag of a pinned repository got %s, want %s", got, v2.Digest)
 	}
@@ -119,14 +90,14 @@ func TestAgentDown(t *testing.T) {
 		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
 			r := newRig(t, rigOptions{strict: strict})
 			ref := r.up.Host() + "/down/app:v1"
-			gen1 := r.up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
+			gen1 := r.up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
 			name := fmt.Sprintf("down-strict-%v", strict)
-			createTag(t, r.c, name, ref)
+			rig.CreateTag(t, r.c, rig.NewTag(name, ref))
 			r.waitServed(name, ref, gen1.Digest.String())
 			if got := r.freshPull(ref); got != gen1.Digest.String() {
 				t.Fatalf("pulled %s with the agent up, want %s", got, gen1.Digest)
 			}
-			moved := r.up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
+			moved := r.up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
 
 			r.stopAgent()
 			ctx := context.Background()
@@ -150,43 +121,13 @@ func TestAgentDown(t *testing.T) {
 	}
 }
 
-// snapshotDir reads every file under dir: relative path -> mode and bytes.
-func snapshotDir(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			out[rel+"/"] = info.Mode().String()
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = info.Mode().String() + "\n" + string(b)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("read %s: %v", dir, err)
-	}
-	return out
-}
-
 // TestExistingHostsConfig covers scenario 6: a pre-existing hosts.toml with a
 // custom [host] and a CA file is kept behind ours; cleanup restores it byte
 // for byte.
 func TestExistingHostsConfig(t *testing.T) {
 	var before map[string]string
 	var regDir string
-	r := newRig(t, rigOptions{prepare: func(r *rig) {
+	r := newRig(t, rigOptions{prepare: func(r *env) {
 		regDir = filepath.Join(r.agentOpt.HostsDir, r.up.Host())
 		if err := os.MkdirAll(regDir, 0o755); err != nil {
 			t.Fatal(err)
@@ -199,11 +140,11 @@ func TestExistingHostsConfig(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(regDir, "corp-ca.pem"), selfSignedCA(t), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		before = snapshotDir(t, regDir)
+		before = rig.SnapshotDir(t, regDir)
 	}})
 	ref := r.up.Host() + "/keep/app:v1"
-	gen1 := r.up.PushImage(t, "keep/app", "v1", registrytest.ImageOptions{})
-	createTag(t, r.c, "keep", ref)
+	gen1 := r.up.PushImage(t, "keep/app", "v1", rig.ImageOptions{})
+	rig.CreateTag(t, r.c, rig.NewTag("keep", ref))
 	r.waitServed("keep", ref, gen1.Digest.String())
 
 	written, err := os.ReadFile(filepath.Join(regDir, "hosts.toml"))
@@ -215,7 +156,7 @@ func TestExistingHostsConfig(t *testing.T) {
 	if !strings.HasPrefix(string(written), "# managed by tagger") || mirrorAt < 0 || customAt < mirrorAt {
 		t.Fatalf("hosts.toml does not put our mirror before the kept entry:\n%s", written)
 	}
-	moved := r.up.PushImage(t, "keep/app", "v1", registrytest.ImageOptions{})
+	moved := r.up.PushImage(t, "keep/app", "v1", rig.ImageOptions{})
 	if got := r.freshPull(ref); got != gen1.Digest.String() {
 		t.Fatalf("pulled %s with a kept custom host, want pinned %s (upstream has %s)", got, gen1.Digest, moved.Digest)
 	}
@@ -224,7 +165,7 @@ func TestExistingHostsConfig(t *testing.T) {
 	if err := node.Cleanup(r.agentOpt); err != nil {
 		t.Fatalf("cleanup: %v", err)
 	}
-	after := snapshotDir(t, regDir)
+	after := rig.SnapshotDir(t, regDir)
 	if len(after) != len(before) {
 		t.Fatalf("cleanup restored %d entries, want %d: %v", len(after), len(before), keys(after))
 	}
@@ -252,10 +193,10 @@ func keys(m map[string]string) []string {
 func TestMultiArchPin(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/multi/app:1"
-	idx := r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{})
-	createTag(t, r.c, "multi", ref)
+	idx := r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{})
+	rig.CreateTag(t, r.c, rig.NewTag("multi", ref))
 	r.waitServed("multi", ref, idx.Digest.String())
-	r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{})
+	r.up.PushIndex(t, "multi/app", "1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{})
 	if got := r.freshPull(ref); got != idx.Digest.String() {
 		t.Fatalf("pulled %s, want the pinned index %s", got, idx.Digest)
 	}

@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestConvergenceAfterContainerdRestart: containerd re-creates its socket
@@ -18,11 +17,11 @@ import (
 func TestConvergenceAfterContainerdRestart(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	ref := r.up.Host() + "/restart/app:v1"
-	gen1 := r.up.PushImage(t, "restart/app", "v1", registrytest.ImageOptions{})
-	createTag(t, r.c, "restart-app", ref)
+	gen1 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
+	rig.CreateTag(t, r.c, rig.NewTag("restart-app", ref))
 	r.waitServed("restart-app", ref, gen1.Digest.String())
-	gen2 := r.up.PushImage(t, "restart/app", "v1", registrytest.ImageOptions{})
-	requestCheck(t, r.c, "restart-app", "moved")
+	gen2 := r.up.PushImage(t, "restart/app", "v1", rig.ImageOptions{})
+	rig.AnnotateCheck(t, r.c, "restart-app", "moved")
 	r.waitServed("restart-app", ref, gen2.Digest.String())
 	if got := r.freshPull(ref); got != gen2.Digest.String() {
 		t.Fatalf("pulled %s, want generation 2 %s", got, gen2.Digest)
@@ -33,8 +32,8 @@ func TestConvergenceAfterContainerdRestart(t *testing.T) {
 		t.Fatalf("restart containerd: %v", err)
 	}
 
-	patchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
-	waitfor.Cond(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
+	rig.PatchTag(t, r.c, "restart-app", `{"spec":{"generation":1}}`)
+	rig.WaitFor(t, time.Minute, "node record converged to generation 1 after the containerd restart", func() (bool, string) {
 		d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 		return ok && err == nil && d == gen1.Digest.String(), fmt.Sprintf("recorded %s (%v, %v)", d, ok, err)
 	})

@@ -19,22 +19,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/node"
 )
 
 // rig is one node's worth of real components for one test.
-type rig struct {
+type env struct {
 	t        *testing.T
 	c        client.Client
 	cfg      *rest.Config
-	up       *registrytest.Registry // upstream
-	bundled  *registrytest.Registry
-	ctd      *containerdtest.Containerd
+	up       *rig.Registry // upstream
+	bundled  *rig.Registry
+	ctd      *rig.Containerd
 	agentOpt node.Options
 	agent    *node.Agent
 	stop     context.CancelFunc
@@ -46,18 +43,18 @@ type rigOptions struct {
 	strict bool
 	// prepare runs before the node agent first starts (e.g. to lay down a
 	// pre-existing hosts.toml for the upstream's host).
-	prepare func(r *rig)
+	prepare func(r *env)
 }
 
-func newRig(t *testing.T, ro rigOptions) *rig {
+func newRig(t *testing.T, ro rigOptions) *env {
 	t.Helper()
-	testbin.RequireRoot(t)
-	testbin.Require(t, "containerd", "ctr", "containerd-shim-runc-v2")
+	rig.RequireRoot(t)
+	rig.RequireBins(t, "containerd", "ctr", "containerd-shim-runc-v2")
 	cfg, c, log := startCluster(t)
-	r := &rig{t: t, c: c, cfg: cfg, log: log}
-	r.up = registrytest.New(t, registrytest.Options{})
-	r.bundled = registrytest.New(t, registrytest.Options{})
-	r.ctd = containerdtest.New(t, containerdtest.Options{})
+	r := &env{t: t, c: c, cfg: cfg, log: log}
+	r.up = rig.NewRegistry(t, rig.RegistryOptions{})
+	r.bundled = rig.NewRegistry(t, rig.RegistryOptions{})
+	r.ctd = rig.NewContainerd(t, rig.ContainerdOptions{})
 
 	r.agentOpt = node.DefaultOptions()
 	r.agentOpt.Listen = "127.0.0.1:0"
@@ -78,7 +75,7 @@ func newRig(t *testing.T, ro rigOptions) *rig {
 }
 
 // startAgent starts the node agent in-process and waits until it is ready.
-func (r *rig) startAgent() {
+func (r *env) startAgent() {
 	r.t.Helper()
 	a, err := node.New(r.cfg, r.agentOpt, r.log)
 	if err != nil {
@@ -90,13 +87,13 @@ func (r *rig) startAgent() {
 	r.agent, r.stop, r.done = a, cancel, make(chan error, 1)
 	go func() { r.done <- a.Run(ctx) }()
 	r.t.Cleanup(r.stopAgent)
-	waitfor.Cond(r.t, time.Minute, "node agent ready", func() (bool, string) {
+	rig.WaitFor(r.t, time.Minute, "node agent ready", func() (bool, string) {
 		p := a.NotReady()
 		return len(p) == 0, fmt.Sprint(p)
 	})
 }
 
-func (r *rig) stopAgent() {
+func (r *env) stopAgent() {
 	if r.stop == nil {
 		return
 	}
@@ -108,9 +105,9 @@ func (r *rig) stopAgent() {
 }
 
 // waitServed waits until the Tag serves d and the node agent's table has it.
-func (r *rig) waitServed(name, image, d string) {
+func (r *env) waitServed(name, image, d string) {
 	r.t.Helper()
-	waitfor.Cond(r.t, time.Minute, fmt.Sprintf("Tag %s served %s on the node", name, d), func() (bool, string) {
+	rig.WaitFor(r.t, time.Minute, fmt.Sprintf("Tag %s served %s on the node", name, d), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := r.c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
 			return false, err.Error()
@@ -128,7 +125,7 @@ func (r *rig) waitServed(name, image, d string) {
 }
 
 // recorded returns the digest containerd recorded for ref.
-func (r *rig) recorded(ref string) string {
+func (r *env) recorded(ref string) string {
 	r.t.Helper()
 	d, ok, err := r.ctd.ImageDigest(context.Background(), ref)
 	if err != nil || !ok {
@@ -138,7 +135,7 @@ func (r *rig) recorded(ref string) string {
 }
 
 // pull pulls ref through the CRI on a node with a fresh record of it.
-func (r *rig) freshPull(ref string) string {
+func (r *env) freshPull(ref string) string {
 	r.t.Helper()
 	ctx := context.Background()
 	if err := r.ctd.RemoveAllImages(ctx); err != nil {
@@ -153,7 +150,7 @@ func (r *rig) freshPull(ref string) string {
 // shared is one apiserver and one controller for the package's tests
 // (controller-runtime allows one controller of a name per process); each
 // test has its own registries, containerd, node agent and Tag names.
-var shared kubetest.Shared
+var shared inproc.Shared
 
 func TestMain(m *testing.M) { os.Exit(shared.Stop(m.Run())) }
 

@@ -42,12 +42,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/helmtool"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/procutil"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -60,9 +55,9 @@ const (
 )
 
 func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
-	testbin.Require(t, "kube-apiserver", "etcd", "registry")
+	rig.RequireBins(t, "kube-apiserver", "etcd", "registry")
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc := rig.NewKube(t)
 	c := kc.Client
 	cs, err := kubernetes.NewForConfig(kc.Config)
 	if err != nil {
@@ -73,10 +68,10 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	if err := os.WriteFile(adminKubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bins := kubetest.BuildCommands(t, filepath.Join(tmp, "bin"), "controller", "node-agent")
+	bins := rig.Commands(t, rig.Race)
 
 	// helm install, as an operator would, with webhooks on.
-	helm := helmtool.Runner{Dir: kubetest.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
+	helm := rig.HelmRunner{Dir: rig.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
 	if out, err := helm.Run(ctx, "install", release, "deploy/chart/tagger", "--namespace", namespace, "--create-namespace",
 		"--set", "webhooks.enabled=true", "--set", "webhooks.secretName="+webhookName); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -103,10 +98,10 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	}
 
 	// The upstream is private: only the pull Secret's credentials resolve it.
-	up := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthToken, Users: map[string]string{"robot": "s3cret"}})
-	bundled := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthToken, Users: map[string]string{"robot": "s3cret"}})
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
 	image := up.Host() + "/team/app:v1"
-	img1 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	img1 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
 	webhookToken := "generic-token-0123456789"
 	mustCreate(t, c,
@@ -128,10 +123,10 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	mustCreate(t, c, append(workloads, other)...)
 
 	// The controller, as the chart's ServiceAccount, with the chart's args.
-	webhookAddr := procutil.FreeAddr(t)
+	webhookAddr := rig.FreeAddr(t)
 	ctrl := start(t, "controller", bins, containerArgs(t, dep.Spec.Template.Spec, "controller"),
 		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, dep.Spec.Template.Spec.ServiceAccountName),
-		"--metrics-addr="+procutil.FreeAddr(t), "--health-addr="+procutil.FreeAddr(t), "--webhook-addr="+webhookAddr,
+		"--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t), "--webhook-addr="+webhookAddr,
 		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
 
 	// The node agent, as its ServiceAccount, with the DaemonSet's args.
@@ -141,10 +136,10 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		"version = 3\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", hostsDir), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mirrorAddr := procutil.FreeAddr(t)
+	mirrorAddr := rig.FreeAddr(t)
 	agent := start(t, "node-agent", bins, containerArgs(t, ds.Spec.Template.Spec, "node-agent"),
 		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, ds.Spec.Template.Spec.ServiceAccountName),
-		"--listen="+mirrorAddr, "--metrics-addr="+procutil.FreeAddr(t), "--health-addr="+procutil.FreeAddr(t),
+		"--listen="+mirrorAddr, "--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t),
 		"--hosts-dir="+hostsDir, "--containerd-config="+containerdConfig, "--cri-endpoint=",
 		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
 
@@ -157,7 +152,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	waitServed(t, c, 1, img1.Digest.String(), mirrorAddr, image)
 
 	// A push and its webhook: generation 2, cached, on the node, workloads restarted.
-	img2 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 	body := fmt.Sprintf(`{"image":%q}`, image)
 	resp, err := http.Post("http://"+webhookAddr+"/hooks/generic/"+webhookToken, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -169,7 +164,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	}
 	waitServed(t, c, 2, img2.Digest.String(), mirrorAddr, image)
 	for _, w := range workloads {
-		waitfor.Cond(t, waitTimeout, fmt.Sprintf("%T apps/%s restarted", w, w.GetName()), func() (bool, string) {
+		rig.WaitFor(t, waitTimeout, fmt.Sprintf("%T apps/%s restarted", w, w.GetName()), func() (bool, string) {
 			if err := c.Get(ctx, client.ObjectKeyFromObject(w), w); err != nil {
 				return false, err.Error()
 			}
@@ -185,7 +180,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	}
 
 	// Events written with the controller's own credentials, on the Tag and a workload.
-	waitfor.Cond(t, waitTimeout, "Events on the Tag and on apps/web", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "Events on the Tag and on apps/web", func() (bool, string) {
 		var evs eventsv1.EventList
 		if err := c.List(ctx, &evs); err != nil {
 			return false, err.Error()
@@ -207,7 +202,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref, _ := pins.ParseReference(image)
-	waitfor.Cond(t, waitTimeout, "Tag deleted after its cache cleanup", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "Tag deleted after its cache cleanup", func() (bool, string) {
 		err := c.Get(ctx, client.ObjectKeyFromObject(tag), &v1alpha1.Tag{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
@@ -258,7 +253,7 @@ func containerArgs(t *testing.T, spec corev1.PodSpec, name string) []string {
 
 // saKubeconfig writes a kubeconfig carrying a token of the ServiceAccount
 // namespace/sa, what the pod's projected token would be.
-func saKubeconfig(t *testing.T, cs kubernetes.Interface, kc *kubetest.Cluster, dir, sa string) string {
+func saKubeconfig(t *testing.T, cs kubernetes.Interface, kc *rig.Kube, dir, sa string) string {
 	t.Helper()
 	if sa == "" {
 		t.Fatal("the chart rendered no serviceAccountName")
@@ -282,19 +277,19 @@ func saKubeconfig(t *testing.T, cs kubernetes.Interface, kc *kubetest.Cluster, d
 }
 
 type proc struct {
-	*procutil.Process
+	*rig.Process
 	name string
-	out  *procutil.TailBuffer
+	out  *rig.TailBuffer
 }
 
 // start runs bin/name with the chart's args followed by overrides (the
 // last occurrence of a flag wins); it is killed when the test ends.
 func start(t *testing.T, name, bin string, chartArgs []string, overrides ...string) *proc {
 	t.Helper()
-	out := procutil.NewTailBuffer(1 << 20)
+	out := rig.NewTailBuffer(1 << 20)
 	cmd := exec.Command(filepath.Join(bin, name), append(append([]string{}, chartArgs...), overrides...)...)
 	cmd.Env = append(os.Environ(), "NODE_NAME=node-1")
-	p, err := procutil.Start(cmd, out)
+	p, err := rig.StartProcess(cmd, out)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -328,7 +323,7 @@ func waitServed(t *testing.T, c client.Client, gen int64, d, mirrorAddr, image s
 	}
 	u := fmt.Sprintf("http://%s/v2/%s/manifests/%s?ns=%s", mirrorAddr, ref.Repository, ref.Tag, ref.Registry)
 	hc := &http.Client{Timeout: 2 * time.Second}
-	waitfor.Cond(t, waitTimeout, fmt.Sprintf("generation %d (%s) served, cached and answered by the node agent", gen, d), func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, fmt.Sprintf("generation %d (%s) served, cached and answered by the node agent", gen, d), func() (bool, string) {
 		var tag v1alpha1.Tag
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
 			return false, err.Error()

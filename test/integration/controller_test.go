@@ -15,26 +15,25 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestGenerations walks a Tag through the whole generation story against a
 // real upstream registry, counting what the controller asks the upstream.
 func TestGenerations(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(t, up.URL())
-	img1 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	proxy := rig.NewCountingProxy(t, up.URL())
+	img1 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
-	createTag(t, c, newTag("gens", proxy.Host()+"/team/app:v1"))
-	tag := waitTag(t, c, "gens", "generation 1", servedIs(1, img1.Digest.String()))
+	rig.CreateTag(t, c, rig.NewTag("gens", proxy.Host()+"/team/app:v1"))
+	tag := rig.WaitTag(t, c, "gens", "generation 1", rig.ServedIs(1, img1.Digest.String()))
 	g := tag.Status.Generations[0]
 	if g.Generation != 1 || g.MediaType != ocispec.MediaTypeImageManifest || g.Size != img1.Size ||
 		!slices.Equal(g.Platforms, []string{"linux/amd64"}) || g.Image != proxy.Host()+"/team/app:v1" {
 		t.Fatalf("generation 1 = %+v, want digest %s size %d linux/amd64", g, img1.Digest, img1.Size)
 	}
-	if r := condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionTrue {
+	if r := rig.Condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionTrue {
 		t.Fatalf("Ready = %+v, want True", r)
 	}
 	if tag.Status.LatestGeneration != 1 || !strings.HasPrefix(img1.Digest.String(), tag.Status.ServedShortDigest) {
@@ -43,50 +42,50 @@ func TestGenerations(t *testing.T) {
 
 	// The same digest again adds nothing, and costs one HEAD and no GET.
 	proxy.Reset()
-	tag = requestCheck(t, c, "gens", "same-1")
+	tag = rig.RequestCheck(t, c, "gens", "same-1")
 	if n := len(tag.Status.Generations); n != 1 || tag.Status.LastCheck.Result != v1alpha1.CheckUnchanged {
 		t.Fatalf("unchanged check: %d generations, lastCheck %+v", n, tag.Status.LastCheck)
 	}
-	if heads, gets := proxy.Count(http.MethodHead, registrytest.KindManifest), proxy.Count(http.MethodGet, registrytest.KindManifest)+proxy.Count(http.MethodGet, registrytest.KindBlob); heads != 1 || gets != 0 {
+	if heads, gets := proxy.Count(http.MethodHead, rig.KindManifest), proxy.Count(http.MethodGet, rig.KindManifest)+proxy.Count(http.MethodGet, rig.KindBlob); heads != 1 || gets != 0 {
 		t.Fatalf("unchanged check sent %d manifest HEADs and %d GETs, want 1 and 0: %s", heads, gets, proxy)
 	}
 
 	// Upstream moves the tag: nothing changes until a check, then generation 2 is served.
-	img2 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: 2})
-	if got := getTag(t, c, "gens"); got.Status.ServedDigest != img1.Digest.String() {
+	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
+	if got := rig.GetTag(t, c, "gens"); got.Status.ServedDigest != img1.Digest.String() {
 		t.Fatalf("served moved without a check: %s", got.Status.ServedDigest)
 	}
-	requestCheck(t, c, "gens", "moved-1")
-	tag = waitTag(t, c, "gens", "generation 2 served", servedIs(2, img2.Digest.String()))
+	rig.RequestCheck(t, c, "gens", "moved-1")
+	tag = rig.WaitTag(t, c, "gens", "generation 2 served", rig.ServedIs(2, img2.Digest.String()))
 	if gens := generationNumbers(tag); !slices.Equal(gens, []int64{2, 1}) {
 		t.Fatalf("history = %v, want [2 1]", gens)
 	}
 
 	// Roll back: spec.generation 1 serves 1 again, history intact.
 	setGeneration(t, c, "gens", ptr(int64(1)))
-	tag = waitTag(t, c, "gens", "rolled back to 1", servedIs(1, img1.Digest.String()))
+	tag = rig.WaitTag(t, c, "gens", "rolled back to 1", rig.ServedIs(1, img1.Digest.String()))
 	if gens := generationNumbers(tag); !slices.Equal(gens, []int64{2, 1}) {
 		t.Fatalf("history after rollback = %v, want [2 1]", gens)
 	}
 
 	// A generation that does not exist: the condition explains, 1 stays served.
 	setGeneration(t, c, "gens", ptr(int64(9)))
-	tag = waitTag(t, c, "gens", "Ready=False GenerationNotFound", conditionIs(v1alpha1.ConditionReady, metav1.ConditionFalse, "GenerationNotFound"))
+	tag = rig.WaitTag(t, c, "gens", "Ready=False GenerationNotFound", rig.ConditionIs(v1alpha1.ConditionReady, metav1.ConditionFalse, "GenerationNotFound"))
 	if tag.Status.ServedGeneration != 1 || tag.Status.ServedDigest != img1.Digest.String() {
 		t.Fatalf("bad spec.generation changed the served pin: %d %s", tag.Status.ServedGeneration, tag.Status.ServedDigest)
 	}
-	if msg := condition(tag, v1alpha1.ConditionReady).Message; !strings.Contains(msg, "spec.generation 9") || !strings.Contains(msg, "still serving generation 1") {
+	if msg := rig.Condition(tag, v1alpha1.ConditionReady).Message; !strings.Contains(msg, "spec.generation 9") || !strings.Contains(msg, "still serving generation 1") {
 		t.Fatalf("Ready message %q does not explain", msg)
 	}
 
 	// Unset: follow the newest again.
 	setGeneration(t, c, "gens", nil)
-	waitTag(t, c, "gens", "newest served", servedIs(2, img2.Digest.String()))
+	rig.WaitTag(t, c, "gens", "newest served", rig.ServedIs(2, img2.Digest.String()))
 
 	// Events for each new generation and each change of the served one
 	// (1->2, 2->1, 1->2: the last repeats the first and joins its series);
 	// the first generation served is not a change.
-	waitfor.Cond(t, waitTimeout, "Events on Tag gens", func() (bool, string) {
+	rig.WaitFor(t, rig.TagTimeout, "Events on Tag gens", func() (bool, string) {
 		reasons := eventReasons(t, c, "gens")
 		return count(reasons, "NewGeneration") >= 2 && count(reasons, "ServedGenerationChanged") >= 2, fmt.Sprintf("reasons %v", reasons)
 	})
@@ -100,11 +99,11 @@ func TestGenerations(t *testing.T) {
 // TestMultiArchIndex pins the index digest of a multi-platform image.
 func TestMultiArchIndex(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	idx := up.PushIndex(t, "multi/app", "1.0", []string{"linux/amd64", "linux/arm64"}, registrytest.IndexOptions{Attestations: true})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	idx := up.PushIndex(t, "multi/app", "1.0", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{Attestations: true})
 
-	createTag(t, c, newTag("multi", up.Host()+"/multi/app:1.0"))
-	tag := waitTag(t, c, "multi", "index pinned", servedIs(1, idx.Digest.String()))
+	rig.CreateTag(t, c, rig.NewTag("multi", up.Host()+"/multi/app:1.0"))
+	tag := rig.WaitTag(t, c, "multi", "index pinned", rig.ServedIs(1, idx.Digest.String()))
 	g := tag.Status.Generations[0]
 	if g.MediaType != ocispec.MediaTypeImageIndex || g.Size != idx.Size || !slices.Equal(g.Platforms, []string{"linux/amd64", "linux/arm64"}) {
 		t.Fatalf("generation = %+v, want index %s with linux/amd64, linux/arm64", g, idx.Digest)
@@ -116,15 +115,15 @@ func TestMultiArchIndex(t *testing.T) {
 // recorded when present, never a condition for pinning.
 func TestImageWithoutPlatform(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "scratch/app", "v1", registrytest.ImageOptions{Platform: registrytest.NoPlatform})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "scratch/app", "v1", rig.ImageOptions{Platform: rig.NoPlatform})
 
-	createTag(t, c, newTag("scratch", up.Host()+"/scratch/app:v1"))
-	tag := waitTag(t, c, "scratch", "pinned without platform", servedIs(1, img.Digest.String()))
+	rig.CreateTag(t, c, rig.NewTag("scratch", up.Host()+"/scratch/app:v1"))
+	tag := rig.WaitTag(t, c, "scratch", "pinned without platform", rig.ServedIs(1, img.Digest.String()))
 	if g := tag.Status.Generations[0]; len(g.Platforms) != 0 || g.Size != img.Size {
 		t.Fatalf("generation = %+v, want %s with no platforms", g, img.Digest)
 	}
-	if r := condition(tag, v1alpha1.ConditionResolved); r.Status != metav1.ConditionTrue {
+	if r := rig.Condition(tag, v1alpha1.ConditionResolved); r.Status != metav1.ConditionTrue {
 		t.Fatalf("Resolved = %+v, want True", r)
 	}
 }
@@ -132,22 +131,22 @@ func TestImageWithoutPlatform(t *testing.T) {
 // TestHistoryLimit keeps the newest generations and never prunes the served one.
 func TestHistoryLimit(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	first := up.PushImage(t, "lim/app", "v", registrytest.ImageOptions{})
-	tag := newTag("limit", up.Host()+"/lim/app:v")
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	first := up.PushImage(t, "lim/app", "v", rig.ImageOptions{})
+	tag := rig.NewTag("limit", up.Host()+"/lim/app:v")
 	tag.Spec.HistoryLimit = 2
-	createTag(t, c, tag)
-	waitTag(t, c, "limit", "generation 1", servedIs(1, first.Digest.String()))
+	rig.CreateTag(t, c, tag)
+	rig.WaitTag(t, c, "limit", "generation 1", rig.ServedIs(1, first.Digest.String()))
 	setGeneration(t, c, "limit", ptr(int64(1)))
-	waitTag(t, c, "limit", "pinned 1", servedIs(1, first.Digest.String()))
+	rig.WaitTag(t, c, "limit", "pinned 1", rig.ServedIs(1, first.Digest.String()))
 	for i := 2; i <= 4; i++ {
-		img := up.PushImage(t, "lim/app", "v", registrytest.ImageOptions{})
-		requestCheck(t, c, "limit", fmt.Sprint("c", i))
-		waitTag(t, c, "limit", fmt.Sprint("generation ", i), func(tg *v1alpha1.Tag) (bool, string) {
+		img := up.PushImage(t, "lim/app", "v", rig.ImageOptions{})
+		rig.RequestCheck(t, c, "limit", fmt.Sprint("c", i))
+		rig.WaitTag(t, c, "limit", fmt.Sprint("generation ", i), func(tg *v1alpha1.Tag) (bool, string) {
 			return tg.Status.LatestGeneration == int64(i) && tg.Status.Generations[0].Digest == img.Digest.String(), "latest"
 		})
 	}
-	tag = getTag(t, c, "limit")
+	tag = rig.GetTag(t, c, "limit")
 	if gens := generationNumbers(tag); !slices.Equal(gens, []int64{4, 3, 1}) || tag.Status.ServedGeneration != 1 {
 		t.Fatalf("history = %v served %d, want [4 3 1] served 1", gens, tag.Status.ServedGeneration)
 	}
@@ -160,32 +159,32 @@ func TestPrivateUpstreams(t *testing.T) {
 	users := map[string]string{"robot": "s3cret"}
 	cases := []struct {
 		name string
-		auth registrytest.Auth
+		auth rig.Auth
 	}{
-		{"token", registrytest.AuthToken},
-		{"basic", registrytest.AuthBasic},
+		{"token", rig.AuthToken},
+		{"basic", rig.AuthBasic},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := registrytest.New(t, registrytest.Options{Auth: tc.auth, Users: users})
-			img := up.PushImage(t, "private/app", "v1", registrytest.ImageOptions{})
+			up := rig.NewRegistry(t, rig.RegistryOptions{Auth: tc.auth, Users: users})
+			img := up.PushImage(t, "private/app", "v1", rig.ImageOptions{})
 			ns := "creds-" + tc.name
 			pullSecret(t, c, ns, "good", up.Host(), "robot", "s3cret")
 			pullSecret(t, c, ns+"-bad", "bad", up.Host(), "robot", "wrong")
 
-			good := newTag("private-"+tc.name, up.Host()+"/private/app:v1")
+			good := rig.NewTag("private-"+tc.name, up.Host()+"/private/app:v1")
 			good.Spec.PullSecretRef = &v1alpha1.SecretReference{Namespace: ns, Name: "good"}
-			createTag(t, c, good)
-			waitTag(t, c, good.Name, "resolved with credentials", servedIs(1, img.Digest.String()))
+			rig.CreateTag(t, c, good)
+			rig.WaitTag(t, c, good.Name, "resolved with credentials", rig.ServedIs(1, img.Digest.String()))
 
 			// Wrong password and no Secret at all: Unauthorized, nothing served.
 			// Distinct tags of one image would conflict, so each uses its own repository tag.
-			img2 := up.PushImage(t, "private/app", "v2", registrytest.ImageOptions{})
+			img2 := up.PushImage(t, "private/app", "v2", rig.ImageOptions{})
 			_ = img2
-			bad := newTag("private-bad-"+tc.name, up.Host()+"/private/app:v2")
+			bad := rig.NewTag("private-bad-"+tc.name, up.Host()+"/private/app:v2")
 			bad.Spec.PullSecretRef = &v1alpha1.SecretReference{Namespace: ns + "-bad", Name: "bad"}
-			createTag(t, c, bad)
-			got := waitTag(t, c, bad.Name, "Unauthorized", conditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "Unauthorized"))
+			rig.CreateTag(t, c, bad)
+			got := rig.WaitTag(t, c, bad.Name, "Unauthorized", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "Unauthorized"))
 			if got.Status.ServedGeneration != 0 || len(got.Status.Generations) != 0 {
 				t.Fatalf("unauthorized Tag recorded %v", generationNumbers(got))
 			}
@@ -193,10 +192,10 @@ func TestPrivateUpstreams(t *testing.T) {
 				t.Fatalf("lastCheck leaks a password: %q", got.Status.LastCheck.Message)
 			}
 
-			missing := newTag("private-missing-"+tc.name, up.Host()+"/private/app:v3")
+			missing := rig.NewTag("private-missing-"+tc.name, up.Host()+"/private/app:v3")
 			missing.Spec.PullSecretRef = &v1alpha1.SecretReference{Namespace: ns, Name: "absent"}
-			createTag(t, c, missing)
-			got = waitTag(t, c, missing.Name, "PullSecretError", conditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "PullSecretError"))
+			rig.CreateTag(t, c, missing)
+			got = rig.WaitTag(t, c, missing.Name, "PullSecretError", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "PullSecretError"))
 			if !strings.Contains(got.Status.LastCheck.Message, ns+"/absent") {
 				t.Fatalf("lastCheck %q does not name the Secret", got.Status.LastCheck.Message)
 			}
@@ -207,21 +206,21 @@ func TestPrivateUpstreams(t *testing.T) {
 // TestUpstreamDown: a failed check changes neither the history nor the pin.
 func TestUpstreamDown(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "down/app", "v1", registrytest.ImageOptions{})
-	createTag(t, c, newTag("down", up.Host()+"/down/app:v1"))
-	waitTag(t, c, "down", "generation 1", servedIs(1, img.Digest.String()))
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "down/app", "v1", rig.ImageOptions{})
+	rig.CreateTag(t, c, rig.NewTag("down", up.Host()+"/down/app:v1"))
+	rig.WaitTag(t, c, "down", "generation 1", rig.ServedIs(1, img.Digest.String()))
 
 	up.Stop()
-	tag := requestCheck(t, c, "down", "while-down")
-	tag = waitTag(t, c, "down", "Resolved=False", conditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "Unreachable"))
+	tag := rig.RequestCheck(t, c, "down", "while-down")
+	tag = rig.WaitTag(t, c, "down", "Resolved=False", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "Unreachable"))
 	if tag.Status.LastCheck.Result != v1alpha1.CheckFailed || !strings.Contains(tag.Status.LastCheck.Message, "down/app:v1") {
 		t.Fatalf("lastCheck = %+v, want Failed naming the image", tag.Status.LastCheck)
 	}
 	if tag.Status.ServedGeneration != 1 || tag.Status.ServedDigest != img.Digest.String() || len(tag.Status.Generations) != 1 {
-		t.Fatalf("failed check changed the pin: %s", statusJSON(tag))
+		t.Fatalf("failed check changed the pin: %+v", tag.Status)
 	}
-	if r := condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionTrue {
+	if r := rig.Condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionTrue {
 		t.Fatalf("Ready = %+v, want still True while serving the last good pin", r)
 	}
 
@@ -229,42 +228,42 @@ func TestUpstreamDown(t *testing.T) {
 	if err := up.Start(); err != nil {
 		t.Fatalf("restart upstream: %v", err)
 	}
-	requestCheck(t, c, "down", "back-up")
-	waitTag(t, c, "down", "Resolved=True", conditionIs(v1alpha1.ConditionResolved, metav1.ConditionTrue, v1alpha1.CheckUnchanged))
+	rig.RequestCheck(t, c, "down", "back-up")
+	rig.WaitTag(t, c, "down", "Resolved=True", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionTrue, v1alpha1.CheckUnchanged))
 
 	// A tag that does not exist upstream: NotFound.
-	createTag(t, c, newTag("down-404", up.Host()+"/down/app:nope"))
-	waitTag(t, c, "down-404", "NotFound", conditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "NotFound"))
+	rig.CreateTag(t, c, rig.NewTag("down-404", up.Host()+"/down/app:nope"))
+	rig.WaitTag(t, c, "down-404", "NotFound", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionFalse, "NotFound"))
 }
 
 // TestConflict: the older Tag for an image wins; the later one gets Conflict
 // and takes over when the winner is deleted.
 func TestConflict(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "dup/app", "v1", registrytest.ImageOptions{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "dup/app", "v1", rig.ImageOptions{})
 
-	first := newTag("conflict-a", up.Host()+"/dup/app:v1")
-	createTag(t, c, first)
-	waitTag(t, c, first.Name, "served", servedIs(1, img.Digest.String()))
-	second := newTag("conflict-b", up.Host()+"/dup/app:v1")
-	createTag(t, c, second)
-	tag := waitTag(t, c, second.Name, "Conflict=True", conditionIs(v1alpha1.ConditionConflict, metav1.ConditionTrue, "ImageAlreadyPinned"))
-	if msg := condition(tag, v1alpha1.ConditionConflict).Message; !strings.Contains(msg, "conflict-a") {
+	first := rig.NewTag("conflict-a", up.Host()+"/dup/app:v1")
+	rig.CreateTag(t, c, first)
+	rig.WaitTag(t, c, first.Name, "served", rig.ServedIs(1, img.Digest.String()))
+	second := rig.NewTag("conflict-b", up.Host()+"/dup/app:v1")
+	rig.CreateTag(t, c, second)
+	tag := rig.WaitTag(t, c, second.Name, "Conflict=True", rig.ConditionIs(v1alpha1.ConditionConflict, metav1.ConditionTrue, "ImageAlreadyPinned"))
+	if msg := rig.Condition(tag, v1alpha1.ConditionConflict).Message; !strings.Contains(msg, "conflict-a") {
 		t.Fatalf("Conflict message %q does not name the winner", msg)
 	}
-	if r := condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionFalse {
+	if r := rig.Condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionFalse {
 		t.Fatalf("conflicting Tag Ready = %+v, want False", r)
 	}
-	if w := condition(getTag(t, c, first.Name), v1alpha1.ConditionConflict); w.Status != metav1.ConditionFalse {
+	if w := rig.Condition(rig.GetTag(t, c, first.Name), v1alpha1.ConditionConflict); w.Status != metav1.ConditionFalse {
 		t.Fatalf("winner Conflict = %+v, want False", w)
 	}
 
 	if err := c.Delete(context.Background(), first); err != nil {
 		t.Fatalf("delete winner: %v", err)
 	}
-	waitTag(t, c, second.Name, "Conflict=False after winner deleted", conditionIs(v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict"))
-	waitTag(t, c, second.Name, "served after winner deleted", servedIs(1, img.Digest.String()))
+	rig.WaitTag(t, c, second.Name, "Conflict=False after winner deleted", rig.ConditionIs(v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict"))
+	rig.WaitTag(t, c, second.Name, "served after winner deleted", rig.ServedIs(1, img.Digest.String()))
 }
 
 // TestSchemaRejectsBadTags: the CRD's schema refuses malformed Tags at admission.
@@ -290,7 +289,7 @@ func TestSchemaRejectsBadTags(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tag := newTag(fmt.Sprint("bad-", i), "nginx:1.27")
+			tag := rig.NewTag(fmt.Sprint("bad-", i), "nginx:1.27")
 			tc.mutate(tag)
 			err := c.Create(context.Background(), tag)
 			if err == nil {
@@ -304,7 +303,7 @@ func TestSchemaRejectsBadTags(t *testing.T) {
 	}
 
 	// The defaults land: historyLimit 25.
-	ok := newTag("schema-defaults", "nginx:1.27-schema")
+	ok := rig.NewTag("schema-defaults", "nginx:1.27-schema")
 	if err := c.Create(context.Background(), ok); err != nil {
 		t.Fatalf("valid Tag refused: %v", err)
 	}

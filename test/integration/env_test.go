@@ -9,12 +9,12 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 )
 
 // shared is one apiserver and one controller for the package's tests; each
 // test uses its own Tag names and its own registry.
-var shared kubetest.Shared
+var shared inproc.Shared
 
 func TestMain(m *testing.M) { os.Exit(shared.Stop(m.Run())) }
 

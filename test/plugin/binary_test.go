@@ -5,18 +5,17 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // TestBinary builds cmd/kubectl-tag and runs it as kubectl would, proving the
 // main wiring: arguments, stdout, stderr and the exit code.
 func TestBinary(t *testing.T) {
 	c := startCluster(t)
-	bin := filepath.Join(kubetest.BuildCommands(t, t.TempDir(), "kubectl-tag"), "kubectl-tag")
+	bin := rig.Command(t, rig.Race, "kubectl-tag")
 
 	run := func(env []string, args ...string) (stdout, stderr string, code int) {
 		t.Helper()

@@ -22,7 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
@@ -33,7 +34,7 @@ const (
 )
 
 // shared is one apiserver and one controller for the package's tests.
-var shared kubetest.Shared
+var shared inproc.Shared
 
 // cluster holds the kubeconfig files written once for the shared apiserver.
 var cluster struct {
@@ -54,7 +55,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func repoRoot() string { return kubetest.RepoRoot() }
+func repoRoot() string { return rig.RepoRoot() }
 
 // startCluster starts (once) the apiserver and the controller, writes the
 // kubeconfig files, and returns a client for assertions and cleanup.

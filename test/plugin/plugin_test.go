@@ -11,8 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
@@ -25,8 +24,8 @@ func short(d string) string { return d[:len("sha256:")+12] }
 func TestGenerationStory(t *testing.T) {
 	c := startCluster(t)
 	kc := "--kubeconfig " + cluster.kubeconfig
-	up := registrytest.New(t, registrytest.Options{})
-	img1 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{}).Digest.String()
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img1 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{}).Digest.String()
 	image := up.Host() + "/team/app:v1"
 	deleteTagOnCleanup(t, c, "app")
 
@@ -49,7 +48,7 @@ func TestGenerationStory(t *testing.T) {
 	})
 
 	step("generation 1 via list -o json", func(t *testing.T) {
-		waitfor.Cond(t, waitTimeout, "list -o json to show generation 1 served", func() (bool, string) {
+		rig.WaitFor(t, waitTimeout, "list -o json to show generation 1 served", func() (bool, string) {
 			var list v1alpha1.TagList
 			out := ok(t, "list -o json "+kc)
 			if err := json.Unmarshal([]byte(out), &list); err != nil {
@@ -77,7 +76,7 @@ func TestGenerationStory(t *testing.T) {
 		}
 	})
 
-	img2 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{}).Digest.String()
+	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{}).Digest.String()
 	step("check finds generation 2", func(t *testing.T) {
 		out := ok(t, "check app "+waitFlag+" "+kc)
 		want := fmt.Sprintf("NewGeneration: generation 2 (%s)\nserving generation 2 (%s)\n", img2, img2)
@@ -170,7 +169,7 @@ func TestGenerationStory(t *testing.T) {
 		expectSpec(t, c, "app", ptr(int64(1))) // the bad pin changed nothing
 	})
 
-	img3 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{}).Digest.String()
+	img3 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{}).Digest.String()
 	step("check while pinned, upgrade --latest", func(t *testing.T) {
 		out := ok(t, "check app "+kc)
 		want := fmt.Sprintf("NewGeneration: generation 3 (%s)\nserving generation 1 (%s), pinned by spec.generation; `kubectl tag upgrade app --latest` serves generation 3\n", img3, img1)
@@ -190,7 +189,7 @@ func TestGenerationStory(t *testing.T) {
 			t.Fatalf("unpin stdout:\n%s\nwant:\n%s", out, want)
 		}
 		expectSpec(t, c, "app", nil)
-		img4 := up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{}).Digest.String()
+		img4 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{}).Digest.String()
 		out = ok(t, "check app "+kc)
 		if want := fmt.Sprintf("NewGeneration: generation 4 (%s)\nserving generation 4 (%s)\n", img4, img4); out != want {
 			t.Fatalf("check after unpin:\n%s\nwant:\n%s", out, want)
@@ -218,7 +217,7 @@ func TestErrors(t *testing.T) {
 	}
 
 	// A Tag whose upstream does not exist: every check fails, exit 1.
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	deleteTagOnCleanup(t, c, "broken")
 	ok(t, "create broken --image "+up.Host()+"/missing/app:v1 "+kc)
 	r := fails(t, "check broken "+waitFlag+" "+kc, `error: check of Tag "broken" failed`)

@@ -25,14 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/procutil"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
-func repoRoot() string { return kubetest.RepoRoot() }
+func repoRoot() string { return rig.RepoRoot() }
 
 // syncBuffer collects the process's stderr lines.
 type syncBuffer struct {
@@ -48,18 +44,18 @@ func (b *syncBuffer) all() []string {
 }
 
 func TestControllerProcess(t *testing.T) {
-	testbin.Require(t, "registry")
-	kc := kubetest.New(t)
+	rig.RequireBins(t, "registry")
+	kc := rig.NewKube(t)
 	c := kc.Client
 	tmp := t.TempDir()
 	kubeconfig := filepath.Join(tmp, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(kubetest.BuildCommands(t, tmp, "controller"), "controller")
+	bin := rig.Command(t, rig.Race, "controller")
 
-	up := registrytest.New(t, registrytest.Options{})
-	img := up.PushImage(t, "proc/app", "v1", registrytest.ImageOptions{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	img := up.PushImage(t, "proc/app", "v1", rig.ImageOptions{})
 
 	// Flag errors are reported, not ignored.
 	if out, err := exec.Command(bin, "--max-concurrent-checks=0", "--kubeconfig", kubeconfig, "--metrics-addr=0", "--health-addr=0").CombinedOutput(); err == nil || !strings.Contains(string(out), "max-concurrent-checks") {
@@ -69,7 +65,7 @@ func TestControllerProcess(t *testing.T) {
 		t.Fatalf("--log-format=xml accepted: %v\n%s", err, out)
 	}
 
-	metricsAddr, healthAddr, webhookAddr := procutil.FreeAddr(t), procutil.FreeAddr(t), procutil.FreeAddr(t)
+	metricsAddr, healthAddr, webhookAddr := rig.FreeAddr(t), rig.FreeAddr(t), rig.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin,
@@ -111,12 +107,12 @@ func TestControllerProcess(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitfor.Cond(t, time.Minute, "/healthz and /readyz 200", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "/healthz and /readyz 200", func() (bool, string) {
 		h, hb := get("http://" + healthAddr + "/healthz")
 		r, rb := get("http://" + healthAddr + "/readyz")
 		return h == 200 && r == 200, fmt.Sprintf("healthz %d %s readyz %d %s", h, hb, r, rb)
 	})
-	waitfor.Cond(t, time.Minute, "leader Lease", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "leader Lease", func() (bool, string) {
 		var l coordinationv1.Lease
 		err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "tagger-controller.tagger.dev"}, &l)
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", fmt.Sprint(err)
@@ -133,14 +129,14 @@ func TestControllerProcess(t *testing.T) {
 	if err := c.Create(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, time.Minute, "generation 1 served", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 served", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "proc"}, &got); err != nil {
 			return false, err.Error()
 		}
 		return got.Status.ServedDigest == img.Digest.String(), fmt.Sprintf("%+v", got.Status)
 	})
-	waitfor.Cond(t, time.Minute, "tagger metrics", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "tagger metrics", func() (bool, string) {
 		code, body := get("http://" + metricsAddr + "/metrics")
 		ok := code == 200 && strings.Contains(body, `tagger_checks_total{result="NewGeneration"} 1`) &&
 			strings.Contains(body, "tagger_generations_total 1") && strings.Contains(body, "tagger_check_duration_seconds_count 1")

@@ -20,10 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -32,21 +29,21 @@ import (
 // and no blob is uploaded twice: the blobs the first process completed are
 // found by HEAD, not sent again.
 func TestKillMidCopy(t *testing.T) {
-	testbin.Require(t, "registry")
+	rig.RequireBins(t, "registry")
 	start := time.Now()
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc := rig.NewKube(t)
 	c := kc.Client
 	tmp := t.TempDir()
 	kubeconfig := filepath.Join(tmp, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, kc.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(kubetest.BuildCommands(t, tmp, "controller"), "controller")
+	bin := rig.Command(t, rig.Race, "controller")
 
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(t, bundled.URL())
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	proxy := rig.NewCountingProxy(t, bundled.URL())
 
 	// A large image: 10 layers of 8-16 MiB of random bytes (gzip without
 	// compression: random bytes do not compress, and it is quick to build).
@@ -54,7 +51,7 @@ func TestKillMidCopy(t *testing.T) {
 	for i := range sizes {
 		sizes[i] = 8<<20 + rand.IntN(8<<20)
 	}
-	img := up.PushImage(t, "big/app", "v1", registrytest.ImageOptions{LayerSizes: sizes, StoredLayers: true})
+	img := up.PushImage(t, "big/app", "v1", rig.ImageOptions{LayerSizes: sizes, StoredLayers: true})
 	var total int64
 	for _, l := range img.Layers {
 		total += l.Size
@@ -91,7 +88,7 @@ func TestKillMidCopy(t *testing.T) {
 	for _, d := range layerDigests(img) {
 		layers[d] = true
 	}
-	waitfor.Cond(t, time.Minute, "2 layers uploaded by the first controller", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "2 layers uploaded by the first controller", func() (bool, string) {
 		n := 0
 		for d := range proxy.Committed() {
 			if layers[d] {
@@ -104,7 +101,7 @@ func TestKillMidCopy(t *testing.T) {
 	killedAt := time.Now()
 	// The dead process's requests end (their bodies break off); only then
 	// is every request after mark the second process's.
-	waitfor.Cond(t, time.Minute, "the proxy to drain the killed controller's requests", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "the proxy to drain the killed controller's requests", func() (bool, string) {
 		return proxy.InFlight() == 0, fmt.Sprintf("%d in flight", proxy.InFlight())
 	})
 	proxy.Throttle(0)
@@ -154,7 +151,7 @@ func TestKillMidCopy(t *testing.T) {
 
 	// 2. A new process completes the copy.
 	startController(t, bin, args)
-	waitfor.Cond(t, time.Minute, "generation 1 cached by the second controller", func() (bool, string) {
+	rig.WaitFor(t, time.Minute, "generation 1 cached by the second controller", func() (bool, string) {
 		var got v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: "big"}, &got); err != nil {
 			return false, err.Error()
@@ -217,7 +214,7 @@ func TestKillMidCopy(t *testing.T) {
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
 }
 
-func layerDigests(img registrytest.Image) []digest.Digest {
+func layerDigests(img rig.Image) []digest.Digest {
 	var out []digest.Digest
 	for _, l := range img.Layers {
 		out = append(out, l.Digest)

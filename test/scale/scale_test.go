@@ -30,9 +30,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/controller/check"
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
@@ -59,18 +57,18 @@ const (
 )
 
 func TestThousandTags(t *testing.T) {
-	testbin.Require(t, "kube-apiserver", "etcd", "registry")
+	rig.RequireBins(t, "kube-apiserver", "etcd", "registry")
 	start := time.Now()
 	lap := func(what string) { t.Logf("%-32s %6.1fs", what, time.Since(start).Seconds()) }
 
 	// Upstream: real registry <- counting proxy <- in-flight proxy <- controller.
-	up := registrytest.New(t, registrytest.Options{})
-	counting := registrytest.NewCountingProxy(t, up.URL())
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	counting := rig.NewCountingProxy(t, up.URL())
 	watch := newRepoWatch(t, counting.URL())
 	digests := map[string]string{} // repository -> digest of its one image
 	for i := range repos {
 		repo := fmt.Sprintf("scale/app%02d", i)
-		img := up.PushImage(t, repo, tagName(0), registrytest.ImageOptions{})
+		img := up.PushImage(t, repo, tagName(0), rig.ImageOptions{})
 		for j := 1; j < tagsPerRepo; j++ {
 			up.PushManifest(t, repo, tagName(j), img.MediaType, img.Manifest)
 		}
@@ -78,7 +76,7 @@ func TestThousandTags(t *testing.T) {
 	}
 	lap("pushed 50 images, 1000 tags")
 
-	cfg := kubetest.New(t).Config
+	cfg := rig.NewKube(t).Config
 	lap("apiserver ready")
 
 	// The controller, assembled as controller.Run does, with the limiter
@@ -218,9 +216,9 @@ func TestThousandTags(t *testing.T) {
 	for _, req := range counting.Requests() {
 		perPath[req]++
 	}
-	heads := counting.Count(http.MethodHead, registrytest.KindManifest)
-	manifestGets := counting.Count(http.MethodGet, registrytest.KindManifest)
-	blobGets := counting.Count(http.MethodGet, registrytest.KindBlob)
+	heads := counting.Count(http.MethodHead, rig.KindManifest)
+	manifestGets := counting.Count(http.MethodGet, rig.KindManifest)
+	blobGets := counting.Count(http.MethodGet, rig.KindBlob)
 	t.Logf("upstream requests: %s (total %d)", counting, counting.Total())
 	if heads != tags {
 		t.Errorf("manifest HEADs = %d, want exactly %d (one per Tag)", heads, tags)

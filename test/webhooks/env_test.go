@@ -21,12 +21,13 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/kubetest"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
 // shared is one apiserver and one controller for the package's tests.
-var shared kubetest.Shared
+var shared inproc.Shared
 
 // cluster adds, once, a webhook manager whose cache has hooks.ImageIndex
 // (the controller's manager is internal to controller.Run).
@@ -64,7 +65,7 @@ func startCluster(t *testing.T) client.Client {
 	return cluster.c
 }
 
-func bootWebhookManager(kc *kubetest.Cluster) error {
+func bootWebhookManager(kc *rig.Kube) error {
 	cluster.c, cluster.log = kc.Client, kc.Log
 	scheme, err := v1alpha1.NewScheme()
 	if err != nil {

@@ -10,60 +10,15 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 const waitTimeout = 30 * time.Second
-
-func createTag(t *testing.T, c client.Client, name, image string) {
-	t.Helper()
-	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TagSpec{Image: image}}
-	if err := c.Create(context.Background(), tag); err != nil {
-		t.Fatalf("create Tag %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = c.Delete(context.Background(), tag) })
-}
-
-func getTag(t *testing.T, c client.Client, name string) *v1alpha1.Tag {
-	t.Helper()
-	var tag v1alpha1.Tag
-	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
-		t.Fatalf("get Tag %s: %v", name, err)
-	}
-	return &tag
-}
-
-// waitTag waits until cond holds for the Tag and returns it.
-func waitTag(t *testing.T, c client.Client, name, what string, cond func(*v1alpha1.Tag) (bool, string)) *v1alpha1.Tag {
-	t.Helper()
-	var last *v1alpha1.Tag
-	waitfor.Cond(t, waitTimeout, fmt.Sprintf("Tag %s: %s", name, what), func() (bool, string) {
-		var tag v1alpha1.Tag
-		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
-			return false, err.Error()
-		}
-		last = &tag
-		ok, msg := cond(&tag)
-		st, _ := json.Marshal(tag.Status)
-		return ok, fmt.Sprintf("%s; status=%s", msg, st)
-	})
-	return last
-}
-
-// servedIs holds when the Tag serves generation gen at digest d.
-func servedIs(gen int64, d string) func(*v1alpha1.Tag) (bool, string) {
-	return func(tag *v1alpha1.Tag) (bool, string) {
-		ok := tag.Status.ServedGeneration == gen && tag.Status.ServedDigest == d &&
-			tag.Status.ObservedGeneration == tag.Generation
-		return ok, fmt.Sprintf("want served %d at %s", gen, d)
-	}
-}
 
 // waitIndexed waits until the webhook manager's cache finds the Tag by image.
 func waitIndexed(t *testing.T, name, image string) {
@@ -72,7 +27,7 @@ func waitIndexed(t *testing.T, name, image string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Cond(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "Tag "+name+" in the webhook cache", func() (bool, string) {
 		var list v1alpha1.TagList
 		if err := cluster.cached.List(context.Background(), &list, client.MatchingFields{hooks.ImageIndex: ref.String()}); err != nil {
 			return false, err.Error()

@@ -11,9 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/procutil"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/inproc"
 )
 
 // TestSecretRotation: the controller re-reads its webhook Secret, so a
@@ -21,7 +20,7 @@ import (
 // working; a Secret that becomes unreadable keeps the token in use.
 func TestSecretRotation(t *testing.T) {
 	ctx := context.Background()
-	kc := kubetest.New(t)
+	kc := rig.NewKube(t)
 	c := kc.Client
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "tagger-webhooks"},
@@ -30,11 +29,11 @@ func TestSecretRotation(t *testing.T) {
 	if err := c.Create(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	o := kubetest.ControllerOptions()
-	o.WebhookAddr = procutil.FreeAddr(t)
+	o := inproc.ControllerOptions()
+	o.WebhookAddr = rig.FreeAddr(t)
 	o.WebhookSecret = "default/tagger-webhooks"
 	o.WebhookSecretRefresh = 200 * time.Millisecond
-	kc.RunController(o)
+	inproc.RunController(kc, o)
 
 	// No Tag matches the image, so an accepted token answers 404 and a
 	// refused one 401: the status tells which secret is in use.
@@ -49,7 +48,7 @@ func TestSecretRotation(t *testing.T) {
 	}
 	inUse := func(what, token string) {
 		t.Helper()
-		waitfor.Cond(t, 30*time.Second, what, func() (bool, string) {
+		rig.WaitFor(t, 30*time.Second, what, func() (bool, string) {
 			old, cur := status("old-token"), status("new-token")
 			want := map[string][2]int{"old-token": {404, 401}, "new-token": {401, 404}}[token]
 			return old == want[0] && cur == want[1], fmt.Sprintf("old token %d, new token %d", old, cur)

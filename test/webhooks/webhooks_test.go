@@ -8,8 +8,7 @@ import (
 	"time"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -88,7 +87,7 @@ func providers() []provider {
 // upstream and record the new generation.
 func TestProviders(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	host := up.Host()
 	window := 200 * time.Millisecond
 	hs := startHooks(t, hooks.Options{
@@ -101,14 +100,14 @@ func TestProviders(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			name := "wh-" + p.name
 			image := host + "/" + p.repo + ":v1"
-			img1 := up.PushImage(t, p.repo, "v1", registrytest.ImageOptions{})
-			createTag(t, c, name, image)
-			waitTag(t, c, name, "generation 1", servedIs(1, img1.Digest.String()))
+			img1 := up.PushImage(t, p.repo, "v1", rig.ImageOptions{})
+			rig.CreateTag(t, c, rig.NewTag(name, image))
+			rig.WaitTag(t, c, name, "generation 1", rig.ServedIs(1, img1.Digest.String()))
 			waitIndexed(t, name, image)
 
 			// The upstream moves: only a check can tell.
-			img2 := up.PushImage(t, p.repo, "v1", registrytest.ImageOptions{})
-			before := getTag(t, c, name)
+			img2 := up.PushImage(t, p.repo, "v1", rig.ImageOptions{})
+			before := rig.GetTag(t, c, name)
 
 			good := p.payload(host, p.repo, "v1")
 			oversized := good + strings.Repeat(" ", hooks.MaxBodyBytes)
@@ -140,7 +139,7 @@ func TestProviders(t *testing.T) {
 			}
 			// Well past the coalescing window: nothing may have been requested.
 			time.Sleep(5 * window)
-			after := getTag(t, c, name)
+			after := rig.GetTag(t, c, name)
 			if after.ResourceVersion != before.ResourceVersion || len(hs.checksFor(name)) != 0 {
 				t.Fatalf("refused deliveries changed Tag %s: resourceVersion %s -> %s, checks %+v",
 					name, before.ResourceVersion, after.ResourceVersion, hs.checksFor(name))
@@ -153,7 +152,7 @@ func TestProviders(t *testing.T) {
 			if a.status != http.StatusAccepted || a.body["checks"] != float64(1) {
 				t.Fatalf("good delivery: %d %s, want 202 {\"checks\":1}", a.status, a.raw)
 			}
-			tag := waitTag(t, c, name, "generation 2 after the webhook", servedIs(2, img2.Digest.String()))
+			tag := rig.WaitTag(t, c, name, "generation 2 after the webhook", rig.ServedIs(2, img2.Digest.String()))
 			checks := hs.checksFor(name)
 			if len(checks) != 1 || tag.Status.CheckAnnotation != checks[0].Value ||
 				!strings.HasPrefix(checks[0].Value, "webhook:"+p.name+":") {
@@ -171,12 +170,12 @@ func TestProviders(t *testing.T) {
 // the tag unchanged.
 func TestForgedDigestPinsNothing(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
 	hs := startHooks(t, hooks.Options{Secrets: secrets, Coalesce: 50 * time.Millisecond})
-	img := up.PushImage(t, "forged/app", "v1", registrytest.ImageOptions{})
+	img := up.PushImage(t, "forged/app", "v1", rig.ImageOptions{})
 	image := up.Host() + "/forged/app:v1"
-	createTag(t, c, "wh-forged", image)
-	waitTag(t, c, "wh-forged", "generation 1", servedIs(1, img.Digest.String()))
+	rig.CreateTag(t, c, rig.NewTag("wh-forged", image))
+	rig.WaitTag(t, c, "wh-forged", "generation 1", rig.ServedIs(1, img.Digest.String()))
 	waitIndexed(t, "wh-forged", image)
 
 	forged := "sha256:" + strings.Repeat("f", 64)
@@ -186,14 +185,14 @@ func TestForgedDigestPinsNothing(t *testing.T) {
 		t.Fatalf("%d %s", a.status, a.raw)
 	}
 	var value string
-	waitfor.Cond(t, waitTimeout, "the webhook check", func() (bool, string) {
+	rig.WaitFor(t, waitTimeout, "the webhook check", func() (bool, string) {
 		cs := hs.checksFor("wh-forged")
 		if len(cs) == 1 {
 			value = cs[0].Value
 		}
 		return value != "", "no check yet"
 	})
-	tag := waitTag(t, c, "wh-forged", "check acted on", func(tag *v1alpha1.Tag) (bool, string) {
+	tag := rig.WaitTag(t, c, "wh-forged", "check acted on", func(tag *v1alpha1.Tag) (bool, string) {
 		return tag.Status.CheckAnnotation == value, "want checkAnnotation " + value
 	})
 	if tag.Status.LastCheck == nil || tag.Status.LastCheck.Result != v1alpha1.CheckUnchanged ||
@@ -211,17 +210,17 @@ func TestForgedDigestPinsNothing(t *testing.T) {
 // annotation patch and one upstream manifest HEAD.
 func TestCoalescing(t *testing.T) {
 	c := startCluster(t)
-	up := registrytest.New(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(t, up.URL())
+	up := rig.NewRegistry(t, rig.RegistryOptions{})
+	proxy := rig.NewCountingProxy(t, up.URL())
 	window := 2 * time.Second
 	hs := startHooks(t, hooks.Options{Secrets: secrets, Coalesce: window})
 
-	img1 := up.PushImage(t, "burst/app", "v1", registrytest.ImageOptions{})
+	img1 := up.PushImage(t, "burst/app", "v1", rig.ImageOptions{})
 	image := proxy.Host() + "/burst/app:v1"
-	createTag(t, c, "wh-burst", image)
-	waitTag(t, c, "wh-burst", "generation 1", servedIs(1, img1.Digest.String()))
+	rig.CreateTag(t, c, rig.NewTag("wh-burst", image))
+	rig.WaitTag(t, c, "wh-burst", "generation 1", rig.ServedIs(1, img1.Digest.String()))
 	waitIndexed(t, "wh-burst", image)
-	img2 := up.PushImage(t, "burst/app", "v1", registrytest.ImageOptions{})
+	img2 := up.PushImage(t, "burst/app", "v1", rig.ImageOptions{})
 	proxy.Reset()
 
 	// 50 deliveries over about 750ms, a few at a time.
@@ -245,13 +244,13 @@ func TestCoalescing(t *testing.T) {
 		t.Fatalf("sending 50 deliveries took %v, longer than the %v window; the test cannot tell coalescing apart", sent, window)
 	}
 
-	waitTag(t, c, "wh-burst", "generation 2", servedIs(2, img2.Digest.String()))
+	rig.WaitTag(t, c, "wh-burst", "generation 2", rig.ServedIs(2, img2.Digest.String()))
 	// Wait out a second window in case a second check were coming.
 	time.Sleep(time.Until(start.Add(2*window + time.Second)))
 	if n := len(hs.checksFor("wh-burst")); n != 1 {
 		t.Fatalf("%d annotation patches, want 1: %+v", n, hs.checksFor("wh-burst"))
 	}
-	if heads := proxy.Count(http.MethodHead, registrytest.KindManifest); heads != 1 {
+	if heads := proxy.Count(http.MethodHead, rig.KindManifest); heads != 1 {
 		t.Fatalf("%d upstream manifest HEADs, want 1: %s; %v", heads, proxy, proxy.Requests())
 	}
 }

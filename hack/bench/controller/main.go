@@ -2,8 +2,8 @@
 // real components, in one run (docs/benchmarks.md, "Controller and
 // webhooks"). The controller is the binary built from ./cmd/controller,
 // run as a separate process against a real kube-apiserver and etcd
-// (envtest, internal/kubetest) and a real distribution registry playing the
-// upstream (internal/registrytest):
+// (envtest, internal/rig) and a real distribution registry playing the
+// upstream (internal/rig):
 //
 //  1. Webhook to served pin: a node agent (pkg/node, CRI convergence
 //     off) runs in this process. Each iteration pushes a new image under
@@ -14,7 +14,7 @@
 //     "back to back" pairs POST a second push inside the window.
 //  2. 5,000 Tags, once per -scale-kube-api-qps value: a fresh controller
 //     process, 100 repositories x 50 tags with checkInterval 1m, behind
-//     registrytest's counting proxy. After every Tag has its first check it
+//     the rig's counting proxy. After every Tag has its first check it
 //     measures, over the following interval(s), upstream HEADs per interval,
 //     manifest and blob GETs, and the controller's RSS (VmRSS every second).
 //
@@ -48,9 +48,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 )
 
@@ -96,7 +94,7 @@ func benchMain(args []string) int {
 	fs.IntVar(&c.maxChecks, "max-concurrent-checks", 8, "the controller's --max-concurrent-checks")
 	scaleQPS := fs.String("scale-kube-api-qps", "default,150", "comma-separated: one scale run per value; \"default\" leaves the "+
 		"controller's --kube-api-qps at its default, a number N passes --kube-api-qps N --kube-api-burst 2N")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.BoolVar(&c.skipWebhook, "skip-webhook", false, "skip the webhook latency part")
 	fs.BoolVar(&c.skipScale, "skip-scale", false, "skip the 5,000-Tag part")
@@ -122,7 +120,7 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	return benchproc.Main("tagger-bench-controller", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench-controller", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
 // env is what both parts share.
@@ -130,7 +128,7 @@ type env struct {
 	root       string
 	cl         client.WithWatch
 	kubeconfig string
-	up         *registrytest.Registry
+	up         *rig.Registry
 	ctrl       controllerSpec
 	secretRef  string
 	token      string
@@ -146,7 +144,7 @@ type results struct {
 }
 
 // run sets up the rig, measures the parts asked for, then reports.
-func run(ctx context.Context, r *registrytest.Program, c *config) error {
+func run(ctx context.Context, r *rig.Program, c *config) error {
 	root, err := benchproc.CheckRig(ctx, c.testbin)
 	if err != nil {
 		return err
@@ -179,7 +177,7 @@ func newResults(c *config) *results {
 
 // setup builds the controller unless given, and starts kube-apiserver with
 // the webhook Secret and the upstream registry.
-func setup(ctx context.Context, r *registrytest.Program, c *config, root string) (*env, *rest.Config, error) {
+func setup(ctx context.Context, r *rig.Program, c *config, root string) (*env, *rest.Config, error) {
 	var err error
 	e := &env{root: root, logDir: r.TempDir()}
 	if c.controllerLog != "" {
@@ -199,8 +197,8 @@ func setup(ctx context.Context, r *registrytest.Program, c *config, root string)
 		logf("controller binary: %s", bin)
 	}
 	e.ctrl = controllerSpec{bin: bin, dir: e.logDir, name: "controller"}
-	logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
-	cluster, err := kubetest.Start(c.testbin)
+	logf("starting kube-apiserver + etcd (envtest, internal/rig)")
+	cluster, err := rig.StartKube(c.testbin)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -237,13 +235,13 @@ func setup(ctx context.Context, r *registrytest.Program, c *config, root string)
 	}
 
 	logf("starting the upstream registry (distribution)")
-	e.up = registrytest.Start(r, filepath.Join(c.testbin, "registry"), registrytest.Options{})
+	e.up = rig.StartRegistry(r, filepath.Join(c.testbin, "registry"), rig.RegistryOptions{})
 	return e, cfg, nil
 }
 
 // measure runs the webhook part and the scale part (once per
 // -scale-kube-api-qps value) into res.
-func measure(ctx context.Context, r *registrytest.Program, c *config, e *env, cfg *rest.Config, res *results) error {
+func measure(ctx context.Context, r *rig.Program, c *config, e *env, cfg *rest.Config, res *results) error {
 	if !c.skipWebhook {
 		w, err := runWebhook(ctx, r, c, e, cfg)
 		if err != nil {

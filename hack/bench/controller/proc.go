@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 func logf(f string, a ...any) { benchproc.Logf(f, a...) }
@@ -21,7 +21,7 @@ type controllerSpec struct {
 // startController starts the controller on three fresh loopback ports
 // (webhook, metrics, health), its log in dir/<name>-<attempt>.log, and waits
 // until it is ready (benchproc.StartController).
-func startController(r *registrytest.Program, s controllerSpec) (*benchproc.Controller, error) {
+func startController(r *rig.Program, s controllerSpec) (*benchproc.Controller, error) {
 	return benchproc.StartController(r, benchproc.Spec{
 		Bin: s.bin, Args: s.args, Webhook: true, Name: s.name, Logf: logf,
 		LogPath: func(attempt int) string { return filepath.Join(s.dir, fmt.Sprintf("%s-%d.log", s.name, attempt)) },

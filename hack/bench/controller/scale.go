@@ -16,7 +16,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -89,12 +89,12 @@ var metricNames = []string{
 
 // prepareScale pushes one image per repository to the upstream and tags it
 // tagsPerRepo times; it returns each repository's digest.
-func prepareScale(r *registrytest.Program, c *config, e *env) ([]string, error) {
+func prepareScale(r *rig.Program, c *config, e *env) ([]string, error) {
 	logf("scale: pushing %d images under %d tags", c.repos, c.repos*c.tagsPerRepo)
 	digests := make([]string, c.repos)
 	err := parallel(r, c.pushers, c.repos, func(i int) error {
 		repo := scaleRepo(i)
-		img := e.up.PushImage(r, repo, scaleTagName(0), registrytest.ImageOptions{})
+		img := e.up.PushImage(r, repo, scaleTagName(0), rig.ImageOptions{})
 		for j := 1; j < c.tagsPerRepo; j++ {
 			e.up.PushManifest(r, repo, scaleTagName(j), img.MediaType, img.Manifest)
 		}
@@ -126,10 +126,10 @@ func deleteTags(ctx context.Context, e *env) error {
 	}
 }
 
-func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, digests []string, kubeQPS string) (*scaleResults, error) {
+func runScale(ctx context.Context, r *rig.Program, c *config, e *env, digests []string, kubeQPS string) (*scaleResults, error) {
 	n := c.repos * c.tagsPerRepo
 	res := &scaleResults{Tags: n, Repos: c.repos, KubeAPIQPS: kubeQPS}
-	proxy := registrytest.NewCountingProxy(r, e.up.URL())
+	proxy := rig.NewCountingProxy(r, e.up.URL())
 
 	args := e.controllerArgs(c, kubeQPS)
 	logf("scale: starting a fresh controller process: --kube-api-qps %s", kubeQPS)
@@ -149,9 +149,9 @@ func runScale(ctx context.Context, r *registrytest.Program, c *config, e *env, d
 		cpu, _ := benchproc.CPUTime(ctl.Pid())
 		s.CPU = cpu.Seconds()
 		s.Total = proxy.Total()
-		s.Heads = proxy.Count(http.MethodHead, registrytest.KindManifest)
-		s.GetsM = proxy.Count(http.MethodGet, registrytest.KindManifest)
-		s.GetsB = proxy.Count(http.MethodGet, registrytest.KindBlob)
+		s.Heads = proxy.Count(http.MethodHead, rig.KindManifest)
+		s.GetsM = proxy.Count(http.MethodGet, rig.KindManifest)
+		s.GetsB = proxy.Count(http.MethodGet, rig.KindBlob)
 		s.Busy, s.All = benchproc.MachineCPU()
 		smu.Lock()
 		samples = append(samples, s)
@@ -389,7 +389,7 @@ func scaleTagName(j int) string { return fmt.Sprintf("t%02d", j) }
 // parallel runs f(0..n-1) on workers goroutines, each call under p.Run (a
 // Fatalf in a goroutine must not end the process before the cleanups), and
 // returns the first error.
-func parallel(p *registrytest.Program, workers, n int, f func(i int) error) error {
+func parallel(p *rig.Program, workers, n int, f func(i int) error) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error

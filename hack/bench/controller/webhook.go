@@ -18,7 +18,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/node"
@@ -66,15 +66,15 @@ type cpuShare struct {
 	Seconds    float64 `json:"seconds"`
 }
 
-func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env, cfg *rest.Config) (*webhookResults, error) {
+func runWebhook(ctx context.Context, r *rig.Program, c *config, e *env, cfg *rest.Config) (*webhookResults, error) {
 	res := &webhookResults{Coalesce: hooks.DefaultCoalesce.String() + " (the controller's default --webhook-coalesce)"}
-	proxy := registrytest.NewCountingProxy(r, e.up.URL())
+	proxy := rig.NewCountingProxy(r, e.up.URL())
 	image := proxy.Host() + "/" + webhookRepo + ":" + webhookTagOf
 	ref, err := pins.ParseReference(image)
 	if err != nil {
 		return nil, err
 	}
-	img := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
+	img := e.up.PushImage(r, webhookRepo, webhookTagOf, rig.ImageOptions{})
 
 	logf("webhook: starting the controller process")
 	ctl, err := startController(r, controllerSpec{bin: e.ctrl.bin, args: e.controllerArgs(c, "default"), dir: e.ctrl.dir, name: e.ctrl.name + "-webhook"})
@@ -179,7 +179,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	// single is one push and one webhook, outside any window.
 	single := func(i int) (webhookIter, error) {
 		spacing()
-		next := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
+		next := e.up.PushImage(r, webhookRepo, webhookTagOf, rig.ImageOptions{})
 		want := next.Digest.String()
 		w.arm(want)
 		t0, tPost, _, err := post("")
@@ -234,9 +234,9 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 	}
 	res.Loadavg[1] = benchproc.Loadavg()
 	res.Upstream = map[string]int{
-		"HEAD manifest": proxy.Count(http.MethodHead, registrytest.KindManifest),
-		"GET manifest":  proxy.Count(http.MethodGet, registrytest.KindManifest),
-		"GET blob":      proxy.Count(http.MethodGet, registrytest.KindBlob),
+		"HEAD manifest": proxy.Count(http.MethodHead, rig.KindManifest),
+		"GET manifest":  proxy.Count(http.MethodGet, rig.KindManifest),
+		"GET blob":      proxy.Count(http.MethodGet, rig.KindBlob),
 		"total":         proxy.Total(),
 	}
 
@@ -248,7 +248,7 @@ func runWebhook(ctx context.Context, r *registrytest.Program, c *config, e *env,
 		if _, err := single(-1 - j); err != nil {
 			return nil, err
 		}
-		next := e.up.PushImage(r, webhookRepo, webhookTagOf, registrytest.ImageOptions{})
+		next := e.up.PushImage(r, webhookRepo, webhookTagOf, rig.ImageOptions{})
 		want := next.Digest.String()
 		w.arm(want)
 		t0, _, answer, err := post(want)

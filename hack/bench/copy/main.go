@@ -3,9 +3,9 @@
 // `skopeo copy` and `crane copy` of the same image in the same run.
 //
 // Everything is real and a separate process: the upstream and every bundled
-// registry are the distribution registry binary (internal/registrytest), the
+// registry are the distribution registry binary (internal/rig), the
 // controller is the binary built from ./cmd/controller, run against a real
-// kube-apiserver and etcd (envtest, internal/kubetest).
+// kube-apiserver and etcd (envtest, internal/rig).
 //
 //  1. The image: 1 GiB in 10 layers of incompressible bytes (gzip streams
 //     of stored blocks, as registries hold random data) and a second image
@@ -53,9 +53,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/kubetest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -88,7 +86,7 @@ func benchMain(args []string) int {
 	size := fs.String("size", "1GiB", "blob bytes of the image, split evenly over the layers (suffix KiB, MiB, GiB)")
 	tools := fs.String("tools", "tagger,skopeo,crane", "comma-separated tools to run: tagger, skopeo, crane; "+
 		"tagger@N is the controller with --max-concurrent-copies N (e.g. tagger,tagger@2,crane)")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding kube-apiserver, etcd and registry (make testbin)")
 	fs.StringVar(&c.controllerBin, "controller-bin", "", "run this controller binary instead of building ./cmd/controller")
 	fs.IntVar(&c.maxCopies, "max-concurrent-copies", 0, "the controller's --max-concurrent-copies (0: its default)")
 	fs.StringVar(&c.skopeo, "skopeo", "", "skopeo binary (default: skopeo on $PATH; Debian: apt-get install -y skopeo)")
@@ -115,7 +113,7 @@ func benchMain(args []string) int {
 		c.tools = append(c.tools, t)
 	}
 
-	return benchproc.Main("tagger-bench-copy", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench-copy", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
 func parseSize(s string) (int64, error) {
@@ -139,12 +137,12 @@ func parseSize(s string) (int64, error) {
 // env is what the trials share.
 type env struct {
 	c          *config
-	r          *registrytest.Program
+	r          *rig.Program
 	cl         client.WithWatch
 	kubeconfig string
 	ctrlBin    string
 	regBin     string
-	up         *registrytest.Registry
+	up         *rig.Registry
 	upPID      int
 	upRepo     string // repository in the upstream
 	cacheRepo  string // its cache repository in the bundled registry
@@ -207,7 +205,7 @@ type second struct {
 
 // run sets up the tools, the cluster and the upstream, measures the copies,
 // then reports.
-func run(ctx context.Context, r *registrytest.Program, c *config) error {
+func run(ctx context.Context, r *rig.Program, c *config) error {
 	root, err := benchproc.CheckRig(ctx, c.testbin)
 	if err != nil {
 		return err
@@ -291,8 +289,8 @@ func (e *env) startCluster(ctx context.Context, root string) error {
 				return err
 			}
 		}
-		logf("starting kube-apiserver + etcd (envtest, internal/kubetest)")
-		cluster, err := kubetest.Start(c.testbin)
+		logf("starting kube-apiserver + etcd (envtest, internal/rig)")
+		cluster, err := rig.StartKube(c.testbin)
 		if err != nil {
 			return err
 		}
@@ -322,7 +320,7 @@ func (e *env) startUpstream(ctx context.Context, res *results) error {
 	// The upstream, with the two images.
 	logf("starting the upstream registry")
 	upT := newTrialT(r)
-	e.up = registrytest.Start(upT, e.regBin, registrytest.Options{})
+	e.up = rig.StartRegistry(upT, e.regBin, rig.RegistryOptions{})
 	if len(upT.dirs) > 0 {
 		e.upPID = pidByCmdline(filepath.Join(upT.dirs[0], "config.json"))
 	}
@@ -457,9 +455,9 @@ func (t *trial) setCPU(a, b counters) {
 }
 
 // startBundled starts an empty bundled registry owned by tt.
-func (e *env) startBundled(tt *trialT) (*registrytest.Registry, int) {
+func (e *env) startBundled(tt *trialT) (*rig.Registry, int) {
 	n := len(tt.dirs)
-	reg := registrytest.Start(tt, e.regBin, registrytest.Options{})
+	reg := rig.StartRegistry(tt, e.regBin, rig.RegistryOptions{})
 	pid := 0
 	if len(tt.dirs) > n {
 		pid = pidByCmdline(filepath.Join(tt.dirs[n], "config.json"))
@@ -677,7 +675,7 @@ func (e *env) secondCopy(ctx context.Context, tool string) (*second, error) {
 	tt := newTrialT(e.r)
 	defer tt.close()
 	bundled, _ := e.startBundled(tt)
-	proxy := registrytest.NewCountingProxy(tt, bundled.URL()) // closed by tt.close
+	proxy := rig.NewCountingProxy(tt, bundled.URL()) // closed by tt.close
 	s := &second{Tool: tool}
 	cctx, cancel := context.WithTimeout(ctx, 2*e.c.timeout)
 	defer cancel()

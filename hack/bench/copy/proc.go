@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 func logf(f string, a ...any) {
@@ -21,7 +21,7 @@ func logf(f string, a ...any) {
 // startController starts bin with args plus fresh metrics and health ports
 // (webhooks off), its log in logPath, and waits until it is ready and its
 // Tag workers run (benchproc.StartController).
-func startController(r *registrytest.Program, bin string, args []string, logPath string) (*benchproc.Controller, error) {
+func startController(r *rig.Program, bin string, args []string, logPath string) (*benchproc.Controller, error) {
 	return benchproc.StartController(r, benchproc.Spec{
 		Bin: bin, Args: args, Name: "controller", Logf: logf,
 		LogPath: func(int) string { return logPath },
@@ -128,17 +128,17 @@ func (s *rssSampler) stop() (int64, int) {
 	return s.max, s.n
 }
 
-// trialT is a registrytest.T whose temp dirs and cleanups belong to one
+// trialT is a rig.T whose temp dirs and cleanups belong to one
 // trial: close stops the trial's registry and deletes its storage at once,
 // so a run of many 1 GiB copies does not fill the disk.
 type trialT struct {
-	*registrytest.Program
+	*rig.Program
 	mu       sync.Mutex
 	cleanups []func()
 	dirs     []string
 }
 
-func newTrialT(p *registrytest.Program) *trialT {
+func newTrialT(p *rig.Program) *trialT {
 	t := &trialT{Program: p}
 	p.Cleanup(t.close) // on an early exit
 	return t

@@ -25,10 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/containerdtest"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/controller"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/node"
@@ -39,7 +36,7 @@ var (
 	reps        = flag.Int("cripull.reps", 11, "measured pulls of each case (the median is reported)")
 	layers      = flag.Int("cripull.layers", 5, "layers of the image")
 	layerMiB    = flag.Int("cripull.layer-mib", 40, "random (incompressible) bytes in each layer, MiB")
-	snapshotter = flag.String("cripull.snapshotter", containerdtest.SnapshotterOverlayfs,
+	snapshotter = flag.String("cripull.snapshotter", rig.SnapshotterOverlayfs,
 		"containerd snapshotter: overlayfs (what nodes use) or native")
 )
 
@@ -47,7 +44,7 @@ var (
 // configuration for all), and for the mirror cases a node agent.
 type pullCase struct {
 	name, what string
-	ctd        *containerdtest.Containerd
+	ctd        *rig.Containerd
 	agent      *node.Agent
 	times      []time.Duration
 	// mirror request counts of the last measured pull, by "kind/result".
@@ -60,8 +57,8 @@ type pullCase struct {
 // order after one unmeasured warm-up pull each. It ignores b.N: run it with
 // -benchtime 1x.
 func BenchmarkCRIPull(b *testing.B) {
-	testbin.RequireRoot(b)
-	dir := testbin.Require(b, "kube-apiserver", "etcd", "registry", "containerd", "ctr", "containerd-shim-runc-v2")
+	rig.RequireRoot(b)
+	dir := rig.RequireBins(b, "kube-apiserver", "etcd", "registry", "containerd", "ctr", "containerd-shim-runc-v2")
 	if *reps < 1 || *layers < 1 || *layerMiB < 1 {
 		b.Fatal("-cripull.reps, -cripull.layers and -cripull.layer-mib must be >= 1")
 	}
@@ -74,9 +71,9 @@ func BenchmarkCRIPull(b *testing.B) {
 
 	// The upstream and the image: random layers do not compress, so the
 	// pull moves layers x layer-mib MiB.
-	up := registrytest.New(b, registrytest.Options{})
+	up := rig.NewRegistry(b, rig.RegistryOptions{})
 	logf("building and pushing a %d x %d MiB image", *layers, *layerMiB)
-	img := up.PushImage(b, "bench/app", "v1", registrytest.ImageOptions{Layers: *layers, LayerSize: *layerMiB << 20})
+	img := up.PushImage(b, "bench/app", "v1", rig.ImageOptions{Layers: *layers, LayerSize: *layerMiB << 20})
 	imageRef := up.Host() + "/bench/app:v1"
 	var total int64
 	for _, l := range img.Layers {
@@ -91,7 +88,7 @@ func BenchmarkCRIPull(b *testing.B) {
 		b.Fatalf("create Tag: %v", err)
 	}
 	b.Cleanup(func() { _ = c.Delete(context.Background(), tag) })
-	waitfor.Cond(b, time.Minute, "the Tag to serve the image", func() (bool, string) {
+	rig.WaitFor(b, time.Minute, "the Tag to serve the image", func() (bool, string) {
 		var t v1alpha1.Tag
 		if err := c.Get(ctx, client.ObjectKey{Name: tag.Name}, &t); err != nil {
 			return false, err.Error()
@@ -103,8 +100,8 @@ func BenchmarkCRIPull(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	newCtd := func() *containerdtest.Containerd {
-		return containerdtest.New(b, containerdtest.Options{Snapshotter: *snapshotter})
+	newCtd := func() *rig.Containerd {
+		return rig.NewContainerd(b, rig.ContainerdOptions{Snapshotter: *snapshotter})
 	}
 
 	// (a) direct: hosts.toml with the upstream only.
@@ -118,13 +115,13 @@ func BenchmarkCRIPull(b *testing.B) {
 	}
 
 	// (b) through the mirror, bundled registry empty: content falls through.
-	emptyBundled := registrytest.New(b, registrytest.Options{})
+	emptyBundled := rig.NewRegistry(b, rig.RegistryOptions{})
 	fallthru := &pullCase{name: "mirror-fallthrough", what: "node mirror, bundled registry empty (content 404 -> upstream)", ctd: newCtd()}
 	fallthru.agent = startAgent(b, cfg, log, fallthru.ctd, emptyBundled.URL())
 
 	// (c) through the mirror, the image in the bundled registry under its
 	// cache repository, as the node agent would find it.
-	fullBundled := registrytest.New(b, registrytest.Options{})
+	fullBundled := rig.NewRegistry(b, rig.RegistryOptions{})
 	for _, d := range append([]ocispec.Descriptor{img.Config}, img.Layers...) {
 		fullBundled.PushBlob(b, ref.CacheRepository(), d.MediaType, img.Blobs[d.Digest])
 	}
@@ -134,7 +131,7 @@ func BenchmarkCRIPull(b *testing.B) {
 	streamed.agent = startAgent(b, cfg, log, streamed.ctd, fullBundled.URL())
 
 	for _, pc := range []*pullCase{fallthru, streamed} {
-		waitfor.Cond(b, time.Minute, pc.name+" agent to serve the pin and write hosts.toml", func() (bool, string) {
+		rig.WaitFor(b, time.Minute, pc.name+" agent to serve the pin and write hosts.toml", func() (bool, string) {
 			p, ok := pc.agent.Pins().Lookup(ref.Registry, ref.Repository, ref.Tag)
 			h, _ := os.ReadFile(filepath.Join(pc.ctd.HostsDir(), ref.Registry, "hosts.toml"))
 			return ok && p.Digest == img.Digest.String() && strings.HasPrefix(string(h), "# managed by tagger"),
@@ -237,13 +234,13 @@ func checkPaths(fallthru, streamed *pullCase, blobs int) error {
 
 // clearStore removes every image and waits until the content store and the
 // snapshotter are empty, so each pull fetches and unpacks everything.
-func clearStore(b *testing.B, ctd *containerdtest.Containerd) {
+func clearStore(b *testing.B, ctd *rig.Containerd) {
 	b.Helper()
 	ctx := context.Background()
 	if err := ctd.RemoveAllImages(ctx); err != nil {
 		b.Fatal(err)
 	}
-	waitfor.Cond(b, time.Minute, "content and snapshots to be gone", func() (bool, string) {
+	rig.WaitFor(b, time.Minute, "content and snapshots to be gone", func() (bool, string) {
 		content, err := ctd.ContentDigests(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -265,7 +262,7 @@ func clearStore(b *testing.B, ctd *containerdtest.Containerd) {
 // startAgent runs a real node agent for ctd in this process: mirror on an
 // ephemeral port, hosts.toml in ctd's hosts dir, no local-image convergence
 // (it would pull on its own and race the measured pulls).
-func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *containerdtest.Containerd, bundled string) *node.Agent {
+func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *rig.Containerd, bundled string) *node.Agent {
 	b.Helper()
 	o := node.DefaultOptions()
 	o.Listen = "127.0.0.1:0"
@@ -288,7 +285,7 @@ func startAgent(b *testing.B, cfg *rest.Config, log *logrus.Logger, ctd *contain
 			b.Errorf("node agent: %v", err)
 		}
 	})
-	waitfor.Cond(b, time.Minute, "node agent ready", func() (bool, string) {
+	rig.WaitFor(b, time.Minute, "node agent ready", func() (bool, string) {
 		p := a.NotReady()
 		return len(p) == 0, fmt.Sprint(p)
 	})

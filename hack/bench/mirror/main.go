@@ -33,8 +33,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/hack/bench/internal/benchproc"
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/testbin"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 func main() {
@@ -88,7 +87,7 @@ func benchMain(args []string) int {
 	fs.IntVar(&c.pins, "pins", 10000, "pins in the table (the mirror's table and the memory runs)")
 	fs.IntVar(&c.memGenerationsWorst, "mem-worst-generations", v1alpha1.DefaultHistoryLimit,
 		"generations per Tag in the worst-case memory run (0: skip it)")
-	fs.StringVar(&c.testbin, "testbin", testbin.Dir(), "directory holding the registry binary (make testbin)")
+	fs.StringVar(&c.testbin, "testbin", rig.BinDir(), "directory holding the registry binary (make testbin)")
 	fs.StringVar(&c.out, "json", "", "also write every raw measurement to this JSON file")
 	fs.BoolVar(&c.noManifest, "no-manifest", false, "skip the manifest (wrk) benchmark")
 	fs.BoolVar(&c.noBlob, "no-blob", false, "skip the blob benchmark")
@@ -99,11 +98,11 @@ func benchMain(args []string) int {
 		return 2
 	}
 
-	return benchproc.Main("tagger-bench", func(ctx context.Context, r *registrytest.Program) error { return run(ctx, r, &c) })
+	return benchproc.Main("tagger-bench", func(ctx context.Context, r *rig.Program) error { return run(ctx, r, &c) })
 }
 
-// rig is the program's registrytest.T, owning every cleanup.
-type rig = registrytest.Program
+// rig is the program's rig.T, owning every cleanup.
+type program = rig.Program
 
 func logf(f string, a ...any) { benchproc.Logf(f, a...) }
 
@@ -118,7 +117,7 @@ type results struct {
 	Fixture   map[string]any  `json:"fixture,omitempty"`
 }
 
-func run(ctx context.Context, r *rig, c *config) error {
+func run(ctx context.Context, r *program, c *config) error {
 	res := &results{Machine: machineInfo(c.wrk), Config: map[string]any{
 		"wrk": fmt.Sprintf("-c%d -t%d -d%s --latency", c.conns, c.threads, c.duration), "repeat": c.repeat,
 		"warmup": c.warmup.String(), "blob_mib": c.blobMiB, "blob_runs": c.blobRuns, "pins": c.pins,

@@ -20,7 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
 // The manifest cases. containerd resolves a tag with HEAD, then GETs the
@@ -50,7 +50,7 @@ type target struct {
 // checkManifest checks that a server answers HEAD and GET with the pinned
 // manifest's digest, media type, length and bytes: all three must serve the
 // same thing for the comparison to mean anything.
-func checkManifest(ctx context.Context, t target, idx registrytest.Index) error {
+func checkManifest(ctx context.Context, t target, idx rig.Index) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	for _, m := range []string{http.MethodHead, http.MethodGet} {
@@ -131,7 +131,7 @@ function done(summary, latency, requests)
 end
 `
 
-func benchManifests(ctx context.Context, r *rig, c *config, cases []benchCase, p *procs) ([]wrkRun, error) {
+func benchManifests(ctx context.Context, r *program, c *config, cases []benchCase, p *procs) ([]wrkRun, error) {
 	dir := r.TempDir()
 	scripts := map[string]string{}
 	for _, m := range []string{http.MethodHead, http.MethodGet} {

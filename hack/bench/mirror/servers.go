@@ -23,14 +23,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 // runServers starts the registry, the mirror and the ceiling server, and runs
 // the manifest and blob benchmarks against them.
-func runServers(ctx context.Context, r *rig, c *config, res *results) error {
+func runServers(ctx context.Context, r *program, c *config, res *results) error {
 	regBin := filepath.Join(c.testbin, "registry")
 	if fi, err := os.Stat(regBin); err != nil || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("registry binary missing in %s: run `make testbin` (or pass -testbin)", c.testbin)
@@ -42,7 +42,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 	}
 
 	logf("starting the distribution registry (%s)", regBin)
-	reg := registrytest.Start(r, regBin, registrytest.Options{})
+	reg := rig.StartRegistry(r, regBin, rig.RegistryOptions{})
 	regPID := childPID(regBin)
 	if regPID == 0 {
 		logf("warning: registry pid not found; its CPU time is not reported")
@@ -54,7 +54,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 	}
 	cacheRepo := ref.CacheRepository()
 	idx := reg.PushIndex(r, cacheRepo, ref.Tag, []string{"linux/amd64", "linux/arm64"},
-		registrytest.IndexOptions{Attestations: true})
+		rig.IndexOptions{Attestations: true})
 	logf("pushed %s as %s/%s:%s: %s, %d bytes", benchImage, reg.Host(), cacheRepo, ref.Tag, idx.Digest, idx.Size)
 
 	var blob ocispec.Descriptor
@@ -181,7 +181,7 @@ func runServers(ctx context.Context, r *rig, c *config, res *results) error {
 }
 
 // serve runs h on an ephemeral loopback port until the rig is cleaned up.
-func serve(r *rig, h http.Handler) (string, error) {
+func serve(r *program, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -271,7 +271,7 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // answered without the bundled registry; the first pinned GET reads it once
 // and fills the manifest cache; later GETs, by tag and by digest, are
 // answered from the cache; and with the cache off every GET reads it.
-func checkMirrorPaths(table *pins.Table, registryURL string, idx registrytest.Index) error {
+func checkMirrorPaths(table *pins.Table, registryURL string, idx rig.Index) error {
 	byDigest := "/v2/library/bench/manifests/" + idx.Digest.String()
 	for _, cacheBytes := range []int64{0, -1} {
 		ct := &countingTransport{rt: http.DefaultTransport}

@@ -23,22 +23,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
+	testrig "github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // rig is an upstream registry and a bundled one, both real.
 type rig struct {
-	up, bundled *registrytest.Registry
+	up, bundled *testrig.Registry
 	client      *registryclient.Client
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	return &rig{
-		up:      registrytest.New(t, registrytest.Options{}),
-		bundled: registrytest.New(t, registrytest.Options{}),
+		up:      testrig.NewRegistry(t, testrig.RegistryOptions{}),
+		bundled: testrig.NewRegistry(t, testrig.RegistryOptions{}),
 		client: registryclient.New(registryclient.Options{
 			HTTPClient: &http.Client{},
 			PlainHTTP:  func(string) bool { return true },
@@ -78,7 +78,7 @@ func status(t *testing.T, base, repo, kind, ref string) int {
 
 // assertImage GETs an image manifest and all its blobs from the bundled
 // registry and checks each hashes to its digest.
-func assertImage(t *testing.T, reg *registrytest.Registry, repo string, img registrytest.Image) {
+func assertImage(t *testing.T, reg *testrig.Registry, repo string, img testrig.Image) {
 	t.Helper()
 	assertContent(t, reg, repo, "manifests", img.Digest)
 	for _, d := range append([]ocispec.Descriptor{img.Config}, img.Layers...) {
@@ -86,7 +86,7 @@ func assertImage(t *testing.T, reg *registrytest.Registry, repo string, img regi
 	}
 }
 
-func assertContent(t *testing.T, reg *registrytest.Registry, repo, kind string, d digest.Digest) {
+func assertContent(t *testing.T, reg *testrig.Registry, repo, kind string, d digest.Digest) {
 	t.Helper()
 	_, body := reg.Get(t, repo, "/v2/"+repo+"/"+kind+"/"+d.String(), manifestAccept)
 	if got := digest.FromBytes(body); got != d {
@@ -97,7 +97,7 @@ func assertContent(t *testing.T, reg *registrytest.Registry, repo, kind string, 
 func TestCopyIndexWithAttestations(t *testing.T) {
 	r := newRig(t)
 	idx := r.up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"},
-		registrytest.IndexOptions{Attestations: true, Image: registrytest.ImageOptions{Layers: 2}})
+		testrig.IndexOptions{Attestations: true, Image: testrig.ImageOptions{Layers: 2}})
 	src := ref(r.up.Host(), "team/app")
 	preg := prometheus.NewRegistry()
 	c := r.copier()
@@ -109,7 +109,7 @@ func TestCopyIndexWithAttestations(t *testing.T) {
 	}
 	// 2 images x (config + 2 layers) + 2 attestations x (config + layer).
 	var bytes int64
-	for _, img := range append(append([]registrytest.Image{}, idx.Images...), idx.Attestations...) {
+	for _, img := range append(append([]testrig.Image{}, idx.Images...), idx.Attestations...) {
 		bytes += img.Config.Size
 		for _, l := range img.Layers {
 			bytes += l.Size
@@ -125,7 +125,7 @@ func TestCopyIndexWithAttestations(t *testing.T) {
 		t.Fatalf("cache repository %q", repo)
 	}
 	assertContent(t, r.bundled, repo, "manifests", idx.Digest)
-	for _, img := range append(append([]registrytest.Image{}, idx.Images...), idx.Attestations...) {
+	for _, img := range append(append([]testrig.Image{}, idx.Images...), idx.Attestations...) {
 		assertImage(t, r.bundled, repo, img)
 	}
 	resp, body := r.bundled.Get(t, repo, "/v2/"+repo+"/manifests/tagger-gen-1", manifestAccept)
@@ -145,10 +145,10 @@ func TestCopyIndexWithAttestations(t *testing.T) {
 
 func TestCopyAgainUploadsNothing(t *testing.T) {
 	r := newRig(t)
-	upProxy := registrytest.NewCountingProxy(t, r.up.URL())
-	bProxy := registrytest.NewCountingProxy(t, r.bundled.URL())
+	upProxy := testrig.NewCountingProxy(t, r.up.URL())
+	bProxy := testrig.NewCountingProxy(t, r.bundled.URL())
 	idx := r.up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"},
-		registrytest.IndexOptions{Attestations: true})
+		testrig.IndexOptions{Attestations: true})
 	src := ref(upProxy.Host(), "team/app")
 	c := &Copier{Upstream: r.client, Registry: bProxy.URL()}
 	if _, err := c.Copy(copyCtx(t), src, idx.Digest, registryclient.Credentials{}, "tagger-gen-1"); err != nil {
@@ -167,11 +167,11 @@ func TestCopyAgainUploadsNothing(t *testing.T) {
 		t.Fatalf("progress = %+v, want all 8 blobs present and nothing pushed", p)
 	}
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch} {
-		if n := bProxy.Count(m, registrytest.KindUpload); n != 0 {
+		if n := bProxy.Count(m, testrig.KindUpload); n != 0 {
 			t.Errorf("%s upload requests = %d, want 0 (%s)", m, n, bProxy)
 		}
 	}
-	if n := bProxy.Count(http.MethodPut, registrytest.KindManifest); n != 0 {
+	if n := bProxy.Count(http.MethodPut, testrig.KindManifest); n != 0 {
 		t.Errorf("PUT manifest requests = %d, want 0 (%s)", n, bProxy)
 	}
 	// The tree was read from the bundled registry: nothing asked upstream.
@@ -181,7 +181,7 @@ func TestCopyAgainUploadsNothing(t *testing.T) {
 }
 
 // pushManifest pushes blobs and an OCI image manifest of them to repo.
-func pushManifest(t *testing.T, reg *registrytest.Registry, repo, tag string, config []byte, layers [][]byte) (digest.Digest, []ocispec.Descriptor) {
+func pushManifest(t *testing.T, reg *testrig.Registry, repo, tag string, config []byte, layers [][]byte) (digest.Digest, []ocispec.Descriptor) {
 	t.Helper()
 	cfg := reg.PushBlob(t, repo, ocispec.MediaTypeImageConfig, config)
 	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg}
@@ -204,7 +204,7 @@ func randomBytes(n int) []byte {
 func TestCopySharedLayers(t *testing.T) {
 	r := newRig(t)
 	const n = 3
-	a := r.up.PushImage(t, "team/app", "v1", registrytest.ImageOptions{Layers: n})
+	a := r.up.PushImage(t, "team/app", "v1", testrig.ImageOptions{Layers: n})
 	var layers [][]byte
 	for _, l := range a.Layers[:n-1] {
 		layers = append(layers, a.Blobs[l.Digest])
@@ -219,7 +219,7 @@ func TestCopySharedLayers(t *testing.T) {
 		t.Fatal("same manifest, different digests")
 	}
 
-	bProxy := registrytest.NewCountingProxy(t, r.bundled.URL())
+	bProxy := testrig.NewCountingProxy(t, r.bundled.URL())
 	c := &Copier{Upstream: r.client, Registry: bProxy.URL()}
 	app := ref(r.up.Host(), "team/app")
 	if _, err := c.Copy(copyCtx(t), app, a.Digest, registryclient.Credentials{}, "tagger-gen-1"); err != nil {
@@ -246,7 +246,7 @@ func TestCopySharedLayers(t *testing.T) {
 	if p.Mounted != n+1 || p.Uploaded != 0 || p.BytesUploaded != 0 {
 		t.Fatalf("B in another repository: progress = %+v, want %d mounted, none uploaded", p, n+1)
 	}
-	if n := bProxy.Count(http.MethodPut, registrytest.KindUpload); n != 0 {
+	if n := bProxy.Count(http.MethodPut, testrig.KindUpload); n != 0 {
 		t.Fatalf("blob PUTs = %d, want 0 (%s)", n, bProxy)
 	}
 	assertContent(t, r.bundled, other.CacheRepository(), "manifests", b)
@@ -306,7 +306,7 @@ func (f *flipper) Close() error { return f.rc.Close() }
 func TestCopyCorruptBlob(t *testing.T) {
 	r := newRig(t)
 	idx := r.up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"},
-		registrytest.IndexOptions{Image: registrytest.ImageOptions{Layers: 2}})
+		testrig.IndexOptions{Image: testrig.ImageOptions{Layers: 2}})
 	bad := idx.Images[0].Layers[1]
 	proxy, on := corruptingProxy(t, r.up.URL(), bad.Digest)
 	src := ref(strings.TrimPrefix(proxy.URL, "http://"), "team/app")

@@ -22,8 +22,7 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
-	"github.com/tagger-project/tagger/internal/waitfor"
+	testrig "github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
@@ -55,7 +54,7 @@ func layerBytes(t *testing.T) []byte {
 
 // pushGenImage pushes layers (bytes; the same bytes make the same blob), a
 // config unique to name, and their manifest by digest.
-func pushGenImage(t *testing.T, reg *registrytest.Registry, repo, name, arch string, layers ...[]byte) genImage {
+func pushGenImage(t *testing.T, reg *testrig.Registry, repo, name, arch string, layers ...[]byte) genImage {
 	t.Helper()
 	var img genImage
 	var diffIDs []digest.Digest
@@ -86,7 +85,7 @@ func pushGenImage(t *testing.T, reg *registrytest.Registry, repo, name, arch str
 }
 
 // pushGenIndex pushes an OCI index of already pushed images.
-func pushGenIndex(t *testing.T, reg *registrytest.Registry, repo string, imgs map[string]genImage) digest.Digest {
+func pushGenIndex(t *testing.T, reg *testrig.Registry, repo string, imgs map[string]genImage) digest.Digest {
 	t.Helper()
 	var descs []ocispec.Descriptor
 	for _, arch := range slices.Sorted(maps.Keys(imgs)) {
@@ -116,7 +115,7 @@ func assertGone(t *testing.T, base, repo, kind string, ds ...digest.Digest) {
 	}
 }
 
-func assertPresent(t *testing.T, reg *registrytest.Registry, repo, kind string, ds ...digest.Digest) {
+func assertPresent(t *testing.T, reg *testrig.Registry, repo, kind string, ds ...digest.Digest) {
 	t.Helper()
 	for _, d := range ds {
 		assertContent(t, reg, repo, kind, d)
@@ -129,8 +128,8 @@ func assertPresent(t *testing.T, reg *registrytest.Registry, repo, kind string, 
 // ones are pruned and the real garbage collector run. What only the dropped
 // generations referenced is gone, everything the kept ones need is intact.
 func TestPruneGenerationsSharingLayers(t *testing.T) {
-	up := registrytest.New(t, registrytest.Options{})
-	bundled := registrytest.New(t, registrytest.Options{})
+	up := testrig.NewRegistry(t, testrig.RegistryOptions{})
+	bundled := testrig.NewRegistry(t, testrig.RegistryOptions{})
 	client := registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: func(string) bool { return true }})
 	c := &Copier{Upstream: client, Registry: bundled.URL()}
 	ctx := copyCtx(t)
@@ -384,7 +383,7 @@ func TestPruneWaitsForCopy(t *testing.T) {
 		})
 		pruned <- err
 	}()
-	waitfor.Cond(t, time.Minute, "the prune waiting behind the copy", func() (bool, string) {
+	testrig.WaitFor(t, time.Minute, "the prune waiting behind the copy", func() (bool, string) {
 		n := c.locks.holders(repo)
 		return n == 2, fmt.Sprintf("%d holders", n)
 	})

@@ -91,7 +91,7 @@ func TestRelocate(t *testing.T) {
 	tests := []struct{ p, want string }{
 		{"ca.pem", moved + "/ca.pem"},
 		{"./keys/c.key", moved + "/keys/c.key"},
-		{"../shared/ca.pem", "/etc/containerd/certs.d/shared/ca.pem"},
+		{"../other/ca.pem", "/etc/containerd/certs.d/other/ca.pem"},
 		{"/etc/ssl/corp.pem", "/etc/ssl/corp.pem"},
 		{orig + "/ca.pem", moved + "/ca.pem"},
 	}

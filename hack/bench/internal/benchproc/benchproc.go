@@ -25,15 +25,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tagger-project/tagger/internal/registrytest"
+	"github.com/tagger-project/tagger/internal/rig"
 )
 
-// Main runs run with a registrytest.Program named by prefix (for its temp
+// Main runs run with a rig.Program named by prefix (for its temp
 // dirs) and a context, and returns the exit code: 0, or 1 after printing
 // run's error. SIGINT, SIGTERM or SIGHUP cancel the context, run every
 // cleanup and exit with 130.
-func Main(prefix string, run func(ctx context.Context, r *registrytest.Program) error) int {
-	r := &registrytest.Program{Prefix: prefix}
+func Main(prefix string, run func(ctx context.Context, r *rig.Program) error) int {
+	r := &rig.Program{Prefix: prefix}
 	ctx, cancel := context.WithCancel(context.Background())
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

@@ -1,6 +1,0 @@
-//go:build !linux
-
-package containerdtest
-
-// cleanLeftovers has nothing to do off Linux, where the rig does not run.
-func (c *Containerd) cleanLeftovers() {}
