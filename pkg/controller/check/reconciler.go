@@ -210,6 +210,12 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 	prev := st.ServedGeneration
 	g, reason := pins.Serve(st.Generations, tag.Spec.Generation, prev)
 	st.ServedGeneration, st.ServedDigest = g.Generation, g.Digest
+	// The first generation served is the restart baseline, recorded in the
+	// same write: were it left to the restart controller, a tag that moves
+	// again before that controller sees the Tag would never restart anything.
+	if prev == 0 && g.Generation != 0 && st.RolledOutGeneration == 0 && tag.Spec.Rollout != nil && tag.Spec.Rollout.Restart {
+		st.RolledOutGeneration = g.Generation
+	}
 	switch reason {
 	case pins.ServeNewest, pins.ServePinned:
 		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionTrue, string(reason),
@@ -326,6 +332,11 @@ func (r *Reconciler) apiReader() client.Reader {
 // cached in fresh stays even if this pass pruned it as uncached.
 func applyOwned(fresh, done *v1alpha1.Tag) {
 	f, d := &fresh.Status, &done.Status
+	// The restart controller owns RolledOutGeneration once it is set; this
+	// controller only records the baseline of a first serve.
+	if f.ServedGeneration == 0 && f.RolledOutGeneration == 0 {
+		f.RolledOutGeneration = d.RolledOutGeneration
+	}
 	f.ObservedGeneration, f.Image, f.CheckAnnotation = d.ObservedGeneration, d.Image, d.CheckAnnotation
 	f.ServedGeneration, f.ServedDigest, f.LastCheck = d.ServedGeneration, d.ServedDigest, d.LastCheck
 	stored := map[int64]v1alpha1.Generation{}

@@ -369,3 +369,39 @@ func TestDeletedTagIsLeftAlone(t *testing.T) {
 		t.Fatalf("deleted Tag: %d resolves, status %+v, finalizers %v; want none touched", res.resolves, got.Status, got.Finalizers)
 	}
 }
+
+// TestFirstServeRecordsRestartBaseline: the restart baseline is written with
+// the first serve, so a tag that moves again before the restart controller
+// runs still gets its wave; a later serve leaves the field to that controller.
+func TestFirstServeRecordsRestartBaseline(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		restart bool
+		tag     func(*v1alpha1.Tag)
+		digest  string
+		want    int64
+	}{
+		{name: "first serve with rollout.restart", restart: true, digest: d1, want: 1},
+		{name: "first serve without rollout", digest: d1, want: 0},
+		{name: "later serve leaves the restart controller's field", restart: true, digest: d2, want: 0,
+			tag: func(t *v1alpha1.Tag) { checked(t, 1, gen(1, d1, false)) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cl := newClient(t, nil, appTag(func(tg *v1alpha1.Tag) {
+				if c.restart {
+					tg.Spec.Rollout = &v1alpha1.RolloutSpec{Restart: true}
+				}
+				if c.tag != nil {
+					c.tag(tg)
+				}
+				tg.Annotations = map[string]string{v1alpha1.CheckAnnotation: "now"}
+			}))
+			clock := t0
+			r, _ := newReconciler(cl, &fakeResolver{digest: c.digest}, &clock)
+			reconcileTag(t, r, "app")
+			if got := getTag(t, cl, "app").Status; got.RolledOutGeneration != c.want || got.ServedGeneration == 0 {
+				t.Fatalf("served %d, rolledOut %d; want rolledOut %d", got.ServedGeneration, got.RolledOutGeneration, c.want)
+			}
+		})
+	}
+}
