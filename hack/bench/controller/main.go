@@ -189,10 +189,8 @@ func setup(ctx context.Context, r *rig.Program, c *config, root string) (*env, *
 
 	bin := c.controllerBin
 	if bin == "" {
-		logf("building ./cmd/controller")
-		if bin, err = benchproc.BuildController(ctx, root, r.TempDir()); err != nil {
-			return nil, nil, err
-		}
+		logf("building ./cmd/... (rig.Commands, as the Dockerfile builds)")
+		bin = rig.Command(r, rig.Static, "controller")
 	} else {
 		logf("controller binary: %s", bin)
 	}

@@ -281,13 +281,10 @@ func (e *env) findTools(ctx context.Context, res *results) error {
 // when a tagger variant is among the tools.
 func (e *env) startCluster(ctx context.Context, root string) error {
 	c, r := e.c, e.r
-	var err error
 	if slices.ContainsFunc(c.tools, func(t string) bool { _, ok := taggerCopies(t, 0); return ok }) {
 		if e.ctrlBin = c.controllerBin; e.ctrlBin == "" {
-			logf("building ./cmd/controller")
-			if e.ctrlBin, err = benchproc.BuildController(ctx, root, r.TempDir()); err != nil {
-				return err
-			}
+			logf("building ./cmd/... (rig.Commands, as the Dockerfile builds)")
+			e.ctrlBin = rig.Command(r, rig.Static, "controller")
 		}
 		logf("starting kube-apiserver + etcd (envtest, internal/rig)")
 		cluster, err := rig.StartKube(c.testbin)

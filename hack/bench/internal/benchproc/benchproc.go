@@ -72,18 +72,6 @@ func GoCmd() string {
 	return "go"
 }
 
-// BuildController builds ./cmd/controller (the shipped binary) into dir.
-func BuildController(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "controller")
-	cmd := exec.CommandContext(ctx, GoCmd(), "build", "-o", bin, "./cmd/controller")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build ./cmd/controller: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // ModuleRoot is the directory of the main module's go.mod.
 func ModuleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, GoCmd(), "env", "GOMOD").Output()
