@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,9 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
+	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
 )
 
 const (
@@ -86,12 +88,12 @@ func (a *authCache) drop(k authKey) {
 // authorize answers a 401's challenges: it returns the Authorization header
 // to retry with ("" when no challenge can be met, e.g. Basic without
 // credentials) and caches it.
-func (c *Client) authorize(ctx context.Context, k authKey, repo string, creds Credentials, chs []challenge) (string, error) {
+func (c *Client) authorize(ctx context.Context, k authKey, repo string, creds Credentials, chs []auth.Challenge) (string, error) {
 	var basic bool
 	for _, ch := range chs {
 		switch ch.Scheme {
-		case "bearer":
-			if ch.Params["realm"] == "" {
+		case auth.BearerAuth:
+			if ch.Parameters["realm"] == "" {
 				continue
 			}
 			tok, ttl, err := c.fetchToken(ctx, ch, repo, creds)
@@ -101,7 +103,7 @@ func (c *Client) authorize(ctx context.Context, k authKey, repo string, creds Cr
 			h := "Bearer " + tok
 			c.auth.put(k, h, ttl)
 			return h, nil
-		case "basic":
+		case auth.BasicAuth:
 			basic = true
 		}
 	}
@@ -113,10 +115,12 @@ func (c *Client) authorize(ctx context.Context, k authKey, repo string, creds Cr
 	return "", nil
 }
 
-// fetchToken gets a pull token for repo from a Bearer challenge's realm
-// (Docker token spec: GET realm?service=&scope=, Basic credentials if any).
-func (c *Client) fetchToken(ctx context.Context, ch challenge, repo string, creds Credentials) (string, time.Duration, error) {
-	realm, err := url.Parse(ch.Params["realm"])
+// fetchToken gets a pull token for repo from a Bearer challenge's realm with
+// containerd's FetchToken (Docker token spec: GET realm?service=&scope=,
+// Basic credentials if any). The scope is always pull on repo, whatever the
+// challenge asked for: tagger only reads upstream.
+func (c *Client) fetchToken(ctx context.Context, ch auth.Challenge, repo string, creds Credentials) (string, time.Duration, error) {
+	realm, err := url.Parse(ch.Parameters["realm"])
 	if err != nil || (realm.Scheme != "https" && realm.Scheme != "http") || realm.Host == "" {
 		return "", 0, errors.New("registry sent a Bearer challenge with an unusable realm")
 	}
@@ -125,56 +129,77 @@ func (c *Client) fetchToken(ctx context.Context, ch challenge, repo string, cred
 	if realm.Scheme == "http" && !creds.IsZero() && !c.plainHTTP(realm.Host) {
 		return "", 0, fmt.Errorf("fetch token from %s: refusing to send credentials over plain HTTP", shown)
 	}
-	q := realm.Query()
-	if s := ch.Params["service"]; s != "" {
-		q.Set("service", s)
-	}
-	q.Set("scope", "repository:"+repo+":pull")
-	realm.RawQuery = q.Encode()
-
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
+	to, err := auth.GenerateTokenOptions(ctx, realm.Host, creds.Username, creds.Password, ch)
 	if err != nil {
 		return "", 0, fmt.Errorf("fetch token from %s: %w", shown, err)
 	}
-	req.Header.Set("User-Agent", c.userAgent)
-	if !creds.IsZero() {
-		req.SetBasicAuth(creds.Username, creds.Password)
-	}
+	to.Scopes = []string{"repository:" + repo + ":pull"}
+
+	capture := &tokenResponse{}
 	start := time.Now()
-	resp, err := c.http.Do(req)
+	tr, err := auth.FetchToken(context.WithValue(ctx, tokenResponseKey{}, capture), c.tokenHTTP,
+		http.Header{"User-Agent": {c.userAgent}}, to)
 	if err != nil {
-		return "", 0, fmt.Errorf("fetch token: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return "", 0, fmt.Errorf("fetch token: %w", newStatusError(http.MethodGet, shown, resp, body))
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody))
-	if err != nil {
-		return "", 0, fmt.Errorf("fetch token from %s: read response: %w", shown, err)
-	}
-	var tr struct {
-		Token       string `json:"token"`
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
-	}
-	if err := json.Unmarshal(body, &tr); err != nil {
-		return "", 0, fmt.Errorf("fetch token from %s: decode response: %w", shown, err)
-	}
-	tok := tr.Token
-	if tok == "" {
-		tok = tr.AccessToken
-	}
-	if tok == "" {
-		return "", 0, fmt.Errorf("fetch token from %s: response has no token", shown)
+		return "", 0, tokenError(shown, capture.header, err)
 	}
 	ttl := defaultTokenTTL
-	if tr.ExpiresIn > 0 {
-		ttl = time.Duration(min(tr.ExpiresIn, int64(24*time.Hour/time.Second))) * time.Second
+	if tr.ExpiresInSeconds > 0 {
+		ttl = time.Duration(min(int64(tr.ExpiresInSeconds), int64(24*time.Hour/time.Second))) * time.Second
 	}
 	// Count from when we asked, and stop using it a little early, so a
 	// cached token does not expire in flight.
 	ttl -= min(ttl/10, 30*time.Second) + time.Since(start)
-	return tok, max(ttl, 0), nil
+	return tr.Token, max(ttl, 0), nil
+}
+
+// tokenError maps FetchToken's error to ours: an HTTP error status of the
+// token service becomes a statusError (so *Error carries its status and
+// Retry-After, and its OCI error codes, never its raw body); containerd's
+// message would show the request URL with its query.
+func tokenError(shown string, header http.Header, err error) error {
+	var se remoteserrors.ErrUnexpectedStatus
+	if !errors.As(err, &se) {
+		return fmt.Errorf("fetch token from %s: %w", shown, err)
+	}
+	resp := &http.Response{StatusCode: se.StatusCode, Header: header}
+	return fmt.Errorf("fetch token: %w", newStatusError(http.MethodGet, shown, resp, se.Body))
+}
+
+// tokenResponseKey marks a token request's context with the *tokenResponse
+// that tokenTransport fills in: containerd's status error keeps the body
+// but not the headers, and Retry-After is in the headers.
+type tokenResponseKey struct{}
+
+type tokenResponse struct{ header http.Header }
+
+// tokenTransport records each token response's headers for tokenError and
+// bounds its body (containerd decodes the whole of it).
+type tokenTransport struct{ next http.RoundTripper }
+
+func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := req.Context().Value(tokenResponseKey{}).(*tokenResponse); ok {
+		r.header = resp.Header.Clone()
+	}
+	resp.Body = limitedBody{io.LimitReader(resp.Body, maxTokenBody), resp.Body}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.Reader
+	io.Closer
+}
+
+// newTokenHTTP is hc with tokenTransport around its transport.
+func newTokenHTTP(hc *http.Client) *http.Client {
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *hc
+	c.Transport = tokenTransport{next: next}
+	return &c
 }

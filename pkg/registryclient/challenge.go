@@ -1,112 +1,87 @@
 package registryclient
 
-import "strings"
+import (
+	"net/http"
+	"strings"
 
-// challenge is one auth challenge of a WWW-Authenticate header.
-type challenge struct {
-	// Scheme is lower-cased: "bearer", "basic".
-	Scheme string
-	// Params holds the auth-params, names lower-cased, values unquoted.
-	Params map[string]string
+	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
+)
+
+// challenges returns the auth challenges of a response's WWW-Authenticate
+// headers, parsed by containerd (bearer first, then digest, then basic;
+// unknown schemes dropped). containerd reads one challenge per header
+// value, while RFC 9110 11.6.1 lets a value list several
+// (`Basic realm="r", Bearer realm="..."`), so each value is first split
+// where a new challenge begins.
+func challenges(h http.Header) []auth.Challenge {
+	split := http.Header{}
+	for _, v := range h.Values("WWW-Authenticate") {
+		for _, c := range splitChallenges(v) {
+			split.Add("WWW-Authenticate", c)
+		}
+	}
+	return auth.ParseAuthHeader(split)
 }
 
-// parseChallenges parses WWW-Authenticate header values (RFC 9110 11.6.1):
-// each may hold several comma-separated challenges, and parameter values
-// may be quoted strings with commas and escapes inside, as in
-// Bearer realm="https://auth.docker.io/token",scope="repository:a/b:pull,push".
-func parseChallenges(headers []string) []challenge {
-	var out []challenge
-	for _, h := range headers {
-		p := &parser{s: h}
-		for {
-			p.skip(", \t")
-			scheme := p.token()
-			if scheme == "" {
-				if p.done() {
-					break
-				}
-				p.i++ // not a token: skip the character and resync
-				continue
-			}
-			c := challenge{Scheme: strings.ToLower(scheme), Params: map[string]string{}}
-			p.params(c.Params)
-			out = append(out, c)
+// schemeName names a challenge's scheme for error messages.
+func schemeName(s auth.AuthenticationScheme) string {
+	switch s {
+	case auth.BasicAuth:
+		return "basic"
+	case auth.DigestAuth:
+		return "digest"
+	case auth.BearerAuth:
+		return "bearer"
+	}
+	return "unknown"
+}
+
+// splitChallenges splits a WWW-Authenticate value at the commas outside
+// quoted strings that are followed by a new scheme: a token not followed by
+// '=' (an auth-param's name is).
+func splitChallenges(v string) []string {
+	var out []string
+	start, quoted := 0, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++ // skip the escaped character
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == ',' && startsChallenge(v[i+1:]):
+			out = appendTrimmed(out, v[start:i])
+			start = i + 1
 		}
+	}
+	return appendTrimmed(out, v[start:])
+}
+
+// startsChallenge reports whether s, the text after a comma, begins with an
+// auth-scheme rather than an auth-param.
+func startsChallenge(s string) bool {
+	s = strings.TrimLeft(s, " \t")
+	n := strings.IndexFunc(s, func(r rune) bool { return !isTokenChar(r) })
+	if n == 0 {
+		return false // another comma, a quote, or garbage: not a scheme
+	}
+	if n < 0 {
+		return true // a bare scheme ends the value
+	}
+	return !strings.HasPrefix(strings.TrimLeft(s[n:], " \t"), "=")
+}
+
+func appendTrimmed(out []string, s string) []string {
+	if s = strings.Trim(s, " \t,"); s != "" {
+		out = append(out, s)
 	}
 	return out
 }
 
-type parser struct {
-	s string
-	i int
-}
-
-func (p *parser) done() bool { return p.i >= len(p.s) }
-
-func (p *parser) skip(chars string) {
-	for !p.done() && strings.IndexByte(chars, p.s[p.i]) >= 0 {
-		p.i++
-	}
-}
-
-// token reads an RFC 9110 token.
-func (p *parser) token() string {
-	start := p.i
-	for !p.done() && isTokenChar(p.s[p.i]) {
-		p.i++
-	}
-	return p.s[start:p.i]
-}
-
-// params reads name=value pairs until the input ends or the next
-// challenge's scheme (a token not followed by '=') begins.
-func (p *parser) params(into map[string]string) {
-	for {
-		start := p.i
-		p.skip(", \t")
-		name := p.token()
-		p.skip(" \t")
-		if name == "" || p.done() || p.s[p.i] != '=' {
-			p.i = start // the next challenge, or the end
-			return
-		}
-		p.i++ // '='
-		p.skip(" \t")
-		var value string
-		if !p.done() && p.s[p.i] == '"' {
-			value = p.quoted()
-		} else {
-			value = p.token()
-		}
-		into[strings.ToLower(name)] = value
-	}
-}
-
-// quoted reads a quoted-string starting at '"', handling backslash escapes;
-// an unterminated string runs to the end.
-func (p *parser) quoted() string {
-	p.i++ // opening quote
-	var b strings.Builder
-	for !p.done() {
-		c := p.s[p.i]
-		p.i++
-		switch {
-		case c == '"':
-			return b.String()
-		case c == '\\' && !p.done():
-			b.WriteByte(p.s[p.i])
-			p.i++
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-func isTokenChar(c byte) bool {
+// isTokenChar reports whether r may appear in an RFC 9110 token.
+func isTokenChar(r rune) bool {
 	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+	case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
 		return true
 	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }

@@ -8,7 +8,8 @@
 // list, so a multi-arch image resolves to its index), reads manifests and
 // image configs by digest, verifying every byte against its digest, and
 // handles registry authentication: anonymous, Basic, and Bearer tokens,
-// which it caches until they expire.
+// which it caches until they expire (challenges are parsed and tokens
+// fetched with containerd's core/remotes/docker/auth).
 package registryclient
 
 import (
@@ -57,6 +58,7 @@ type Client struct {
 	plainHTTP func(string) bool
 	userAgent string
 	auth      *authCache
+	tokenHTTP *http.Client // http, recording token responses' headers
 }
 
 // New returns a Client.
@@ -71,6 +73,7 @@ func New(o Options) *Client {
 	if c.userAgent == "" {
 		c.userAgent = "tagger"
 	}
+	c.tokenHTTP = newTokenHTTP(c.http)
 	return c
 }
 
@@ -254,7 +257,7 @@ func (c *Client) do(ctx context.Context, ref pins.Reference, creds Credentials, 
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 
 	c.auth.drop(key)
-	retry, err := c.authorize(ctx, key, ref.Repository, creds, parseChallenges(resp.Header.Values("WWW-Authenticate")))
+	retry, err := c.authorize(ctx, key, ref.Repository, creds, challenges(resp.Header))
 	if err != nil {
 		return nil, err
 	}

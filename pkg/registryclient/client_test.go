@@ -369,3 +369,64 @@ func TestUserAgentAndAccept(t *testing.T) {
 		t.Errorf("Accept %q, want %q", accept, want)
 	}
 }
+
+// TestTokenServiceErrors checks what containerd's FetchToken failures become:
+// an *Error with the token service's status and Retry-After, a message naming
+// the realm without its query, and never the password.
+func TestTokenServiceErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    int
+		header    string
+		body      string
+		retry     time.Duration
+		wantInErr string
+	}{
+		{name: "rate limited", status: 429, header: "7", body: `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`,
+			retry: 7 * time.Second, wantInErr: "TOOMANYREQUESTS: slow down"},
+		{name: "refused", status: 401, body: `{"details":"incorrect username or password"}`, wantInErr: "401 Unauthorized"},
+		{name: "no token", status: 200, body: `{"expires_in":300}`, wantInErr: "did not include a token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ua string
+			tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ua = r.UserAgent()
+				if tt.header != "" {
+					w.Header().Set("Retry-After", tt.header)
+				}
+				w.WriteHeader(tt.status)
+				fmt.Fprint(w, tt.body)
+			}))
+			t.Cleanup(tokens.Close)
+			srv, _ := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+tokens.URL+`/token?x=1",service="fake"`)
+				w.WriteHeader(http.StatusUnauthorized)
+			})
+			ref := mustRef(t, strings.TrimPrefix(srv.URL, "http://")+"/team/app:v1")
+			c := New(Options{PlainHTTP: func(string) bool { return true }, UserAgent: "tagger-test/1"})
+			_, err := c.Resolve(testCtx(t), ref, Credentials{Username: "alice", Password: "s3cret"})
+			var e *Error
+			if !errors.As(err, &e) || e.Op != "resolve" {
+				t.Fatalf("err = %#v, want *Error of resolve", err)
+			}
+			wantStatus := tt.status
+			if tt.status == 200 {
+				wantStatus = 0
+			}
+			if e.StatusCode != wantStatus || e.RetryAfter != tt.retry || IsUnauthorized(err) != (tt.status == 401) {
+				t.Errorf("status %d, retry after %v, unauthorized %v; want %d, %v", e.StatusCode, e.RetryAfter, IsUnauthorized(err), wantStatus, tt.retry)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tokens.URL+"/token") || !strings.Contains(msg, tt.wantInErr) {
+				t.Errorf("message %q does not name the realm and %q", msg, tt.wantInErr)
+			}
+			if strings.Contains(msg, "s3cret") || strings.Contains(msg, "scope=") || strings.Contains(msg, "incorrect") {
+				t.Errorf("message %q leaks the password, the query or the raw body", msg)
+			}
+			if ua != "tagger-test/1" {
+				t.Errorf("token request User-Agent %q", ua)
+			}
+		})
+	}
+}

@@ -113,9 +113,9 @@ func newStatusError(method, url string, resp *http.Response, body []byte) *statu
 	if resp.StatusCode == http.StatusUnauthorized {
 		// The challenge's error says why a token was refused
 		// (invalid_token, insufficient_scope); HEAD answers have no body.
-		for _, ch := range parseChallenges(resp.Header.Values("WWW-Authenticate")) {
-			if v := ch.Params["error"]; v != "" && len(v) <= maxErrMessage {
-				e.details = append(e.details, ch.Scheme+" "+v)
+		for _, ch := range challenges(resp.Header) {
+			if v := ch.Parameters["error"]; v != "" && len(v) <= maxErrMessage {
+				e.details = append(e.details, schemeName(ch.Scheme)+" "+v)
 			}
 		}
 	}
