@@ -403,7 +403,7 @@ func seedHostsDir(t *testing.T, dir string, args []string) map[string]string {
 	if err := m.Sync([]string{"docker.io", "ghcr.io", "registry.local:5000"}); err != nil {
 		t.Fatalf("write hosts.toml into %s: %v", dir, err)
 	}
-	if got := rig.SnapshotDir(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], " # managed by tagger node-agent") {
+	if got := rig.SnapshotDir(t, dir); maps.Equal(got, mine) || !strings.Contains(got["docker.io/hosts.toml"], "\n# managed by tagger node-agent") {
 		t.Fatalf("seeding wrote no tagger files: %v", got)
 	}
 	return mine
