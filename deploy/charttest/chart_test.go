@@ -214,6 +214,7 @@ func checkCommon(t *testing.T, r *rendered) {
 		"--log-format=json",
 		"--log-level=info",
 		"--max-concurrent-checks=8",
+		"--max-concurrent-caches=2",
 		"--upstream-timeout=30s",
 		"--registry-qps=10",
 		"--registry-url=http://tagger-registry." + namespace + ".svc:5000", // spec.cache copies go here
