@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/controller/reconcilertest"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -17,7 +18,7 @@ import (
 // start time under the next: each step builds a new reconciler from the
 // stored Tag alone.
 func TestCopyBackoffSurvivesFailover(t *testing.T) {
-	cl := newClient(t, newTag("app", nil))
+	cl := reconcilertest.FakeClient(t, nil, newTag("app", nil))
 	cp := &fakeCopier{copyErr: errRegistryDown}
 	steps := []struct {
 		name      string
@@ -39,8 +40,8 @@ func TestCopyBackoffSurvivesFailover(t *testing.T) {
 		cp.copyErr = s.copyErr
 		before := len(cp.copies)
 		r, _ := newReconciler(cl, cp, &clock)
-		res := reconcile(t, r, "app")
-		got := get(t, cl, "app")
+		res := reconcilertest.Reconcile(t, r, "app")
+		got := reconcilertest.GetTag(t, cl, "app")
 		cs := got.Status.Cache
 		if copied := len(cp.copies) > before; copied != s.wantCopy {
 			t.Fatalf("%s: copied %v, want %v", s.name, copied, s.wantCopy)
@@ -58,7 +59,7 @@ func TestCopyBackoffSurvivesFailover(t *testing.T) {
 			t.Fatalf("%s: copy of generation %d started %v, want generation 1 started at t0 (the first attempt)", s.name, cs.Generation, cs.CopyStarted)
 		}
 	}
-	if got := get(t, cl, "app"); !got.Status.Generations[0].Cached || !got.Status.CachedServed {
+	if got := reconcilertest.GetTag(t, cl, "app"); !got.Status.Generations[0].Cached || !got.Status.CachedServed {
 		t.Fatalf("after the successful retry: %+v, want generation 1 cached", got.Status)
 	}
 }
@@ -67,7 +68,7 @@ func TestCopyBackoffSurvivesFailover(t *testing.T) {
 // status: leaders that come and go do not restart it.
 func TestCleanupGiveUpSurvivesFailover(t *testing.T) {
 	deleted := metav1.NewTime(t0)
-	cl := newClient(t, newTag("gone", func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, newTag("gone", func(t *v1alpha1.Tag) {
 		t.Finalizers = []string{v1alpha1.CacheFinalizer}
 		t.DeletionTimestamp = &deleted
 		t.Status.Generations[0].Cached = true
@@ -76,22 +77,22 @@ func TestCleanupGiveUpSurvivesFailover(t *testing.T) {
 	for i, at := range []time.Duration{0, 5 * time.Minute, cleanupGiveUp - time.Second} {
 		clock := t0.Add(at)
 		r, _ := newReconciler(cl, cp, &clock)
-		if res := reconcile(t, r, "gone"); res.RequeueAfter <= 0 {
+		if res := reconcilertest.Reconcile(t, r, "gone"); res.RequeueAfter <= 0 {
 			t.Fatalf("leader %d at t0+%v: no retry of the failed cleanup", i+1, at)
 		}
-		got := get(t, cl, "gone")
+		got := reconcilertest.GetTag(t, cl, "gone")
 		if cs := got.Status.Cache; cs == nil || cs.CleanupStarted == nil || !cs.CleanupStarted.Time.Equal(t0) {
 			t.Fatalf("leader %d: status.cache %+v, want cleanupStarted t0", i+1, cs)
 		}
 	}
 	clock := t0.Add(cleanupGiveUp)
 	r, rec := newReconciler(cl, cp, &clock)
-	reconcile(t, r, "gone")
+	reconcilertest.Reconcile(t, r, "gone")
 	var tag v1alpha1.Tag
 	if err := cl.Get(context.Background(), client.ObjectKey{Name: "gone"}, &tag); !apierrors.IsNotFound(err) {
 		t.Fatalf("after %v of failed cleanups the Tag is still there (%v), finalizers %v", cleanupGiveUp, err, tag.Finalizers)
 	}
-	if !hasEvent(drain(rec), "Warning CacheCleanupAbandoned") {
+	if !hasEvent(reconcilertest.Events(rec), "Warning CacheCleanupAbandoned") {
 		t.Error("no CacheCleanupAbandoned Event")
 	}
 	if len(cp.prunes) != 4 {
@@ -102,7 +103,7 @@ func TestCleanupGiveUpSurvivesFailover(t *testing.T) {
 // A cleanup that succeeds releases the Tag at once.
 func TestCleanupReleasesTag(t *testing.T) {
 	deleted := metav1.NewTime(t0)
-	cl := newClient(t, newTag("gone", func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, newTag("gone", func(t *v1alpha1.Tag) {
 		t.Finalizers = []string{v1alpha1.CacheFinalizer}
 		t.DeletionTimestamp = &deleted
 		t.Status.Generations[0].Cached = true
@@ -110,7 +111,7 @@ func TestCleanupReleasesTag(t *testing.T) {
 	cp := &fakeCopier{}
 	clock := t0
 	r, _ := newReconciler(cl, cp, &clock)
-	reconcile(t, r, "gone")
+	reconcilertest.Reconcile(t, r, "gone")
 	if err := cl.Get(context.Background(), client.ObjectKey{Name: "gone"}, &v1alpha1.Tag{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Tag still there after a clean cleanup: %v", err)
 	}
@@ -122,7 +123,7 @@ func TestCleanupReleasesTag(t *testing.T) {
 // Generations beyond the history limit that have copies are deleted from
 // the bundled registry, then dropped from the history; the served one stays.
 func TestPruneCachedBeyondLimit(t *testing.T) {
-	cl := newClient(t, newTag("app", func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, newTag("app", func(t *v1alpha1.Tag) {
 		t.Spec.HistoryLimit = 1
 		t.Finalizers = []string{v1alpha1.CacheFinalizer}
 		t.Status.ServedGeneration = 3
@@ -135,8 +136,8 @@ func TestPruneCachedBeyondLimit(t *testing.T) {
 	cp := &fakeCopier{}
 	clock := t0
 	r, _ := newReconciler(cl, cp, &clock)
-	reconcile(t, r, "app")
-	got := get(t, cl, "app")
+	reconcilertest.Reconcile(t, r, "app")
+	got := reconcilertest.GetTag(t, cl, "app")
 	if len(got.Status.Generations) != 1 || got.Status.Generations[0].Generation != 3 {
 		t.Fatalf("history %+v, want only generation 3", got.Status.Generations)
 	}
@@ -151,14 +152,14 @@ func TestPruneCachedBeyondLimit(t *testing.T) {
 // Another controller writing the status while a copy runs loses nothing:
 // the copy's outcome is applied to the fresh object.
 func TestCopyKeepsConcurrentWrites(t *testing.T) {
-	cl := newClient(t, newTag("app", nil))
+	cl := reconcilertest.FakeClient(t, nil, newTag("app", nil))
 	cp := &fakeCopier{}
 	cp.onCopy = func() {
 		if len(cp.copies) > 1 {
 			return
 		}
 		// The check-and-serve controller records generation 2 meanwhile.
-		tag := get(t, cl, "app")
+		tag := reconcilertest.GetTag(t, cl, "app")
 		tag.Status.Generations = append([]v1alpha1.Generation{{Generation: 2, Image: "example.com/app:v1", Digest: d2}}, tag.Status.Generations...)
 		tag.Status.ServedGeneration = 2
 		if err := cl.Status().Update(context.Background(), tag); err != nil {
@@ -167,8 +168,8 @@ func TestCopyKeepsConcurrentWrites(t *testing.T) {
 	}
 	clock := t0
 	r, _ := newReconciler(cl, cp, &clock)
-	reconcile(t, r, "app")
-	got := get(t, cl, "app")
+	reconcilertest.Reconcile(t, r, "app")
+	got := reconcilertest.GetTag(t, cl, "app")
 	if len(got.Status.Generations) != 2 || got.Status.ServedGeneration != 2 {
 		t.Fatalf("the concurrent write was lost: %+v", got.Status)
 	}
@@ -182,7 +183,7 @@ func TestCopyKeepsConcurrentWrites(t *testing.T) {
 // A generation the history drops while it is being copied has its copy
 // pruned right after, so it leaves no orphan in the bundled registry.
 func TestCopyOfDroppedGenerationIsPruned(t *testing.T) {
-	cl := newClient(t, newTag("app", func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, newTag("app", func(t *v1alpha1.Tag) {
 		t.Status.ServedGeneration = 2
 		t.Status.Generations = []v1alpha1.Generation{
 			{Generation: 2, Image: "example.com/app:v1", Digest: d2, Cached: true},
@@ -191,7 +192,7 @@ func TestCopyOfDroppedGenerationIsPruned(t *testing.T) {
 	}))
 	cp := &fakeCopier{}
 	cp.onCopy = func() {
-		tag := get(t, cl, "app")
+		tag := reconcilertest.GetTag(t, cl, "app")
 		tag.Status.Generations = tag.Status.Generations[:1]
 		if err := cl.Status().Update(context.Background(), tag); err != nil {
 			t.Errorf("concurrent status write: %v", err)
@@ -199,11 +200,11 @@ func TestCopyOfDroppedGenerationIsPruned(t *testing.T) {
 	}
 	clock := t0
 	r, _ := newReconciler(cl, cp, &clock)
-	reconcile(t, r, "app")
+	reconcilertest.Reconcile(t, r, "app")
 	if len(cp.copies) != 1 || len(cp.prunes) != 1 || cp.prunes[0][0].String() != d1 {
 		t.Fatalf("copies %v, prunes %v; want generation 1 copied, then pruned", cp.copies, cp.prunes)
 	}
-	if got := get(t, cl, "app"); len(got.Status.Generations) != 1 {
+	if got := reconcilertest.GetTag(t, cl, "app"); len(got.Status.Generations) != 1 {
 		t.Fatalf("history %+v, want generation 2 alone", got.Status.Generations)
 	}
 }

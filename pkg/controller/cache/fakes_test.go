@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"testing"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
@@ -74,51 +70,12 @@ func newTag(name string, mutate func(*v1alpha1.Tag)) *v1alpha1.Tag {
 	return t
 }
 
-func newClient(t *testing.T, objs ...client.Object) client.WithWatch {
-	t.Helper()
-	scheme, err := v1alpha1.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.Tag{}).Build()
-}
-
 // newReconciler builds a reconciler as a new leader would: nothing but the
 // client (the stored Tags) and its seams.
 func newReconciler(cl client.Client, cp Copier, clock *time.Time) (*Reconciler, *events.FakeRecorder) {
 	rec := events.NewFakeRecorder(100)
 	r := &Reconciler{Client: cl, APIReader: cl, Copier: cp, Recorder: rec, Log: logrus.New(), Now: func() time.Time { return *clock }}
 	return r, rec
-}
-
-func reconcile(t *testing.T, r *Reconciler, name string) ctrl.Result {
-	t.Helper()
-	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
-	if err != nil {
-		t.Fatalf("reconcile %s: %v", name, err)
-	}
-	return res
-}
-
-func get(t *testing.T, cl client.Client, name string) *v1alpha1.Tag {
-	t.Helper()
-	var tag v1alpha1.Tag
-	if err := cl.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
-		t.Fatalf("get Tag %s: %v", name, err)
-	}
-	return &tag
-}
-
-func drain(rec *events.FakeRecorder) []string {
-	var out []string
-	for {
-		select {
-		case e := <-rec.Events:
-			out = append(out, e)
-		default:
-			return out
-		}
-	}
 }
 
 func hasEvent(evs []string, prefix string) bool {

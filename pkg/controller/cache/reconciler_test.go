@@ -8,6 +8,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
+	"github.com/tagger-project/tagger/pkg/controller/reconcilertest"
 )
 
 // One reconcile of a Tag, by case: what is copied, what status and
@@ -57,7 +58,7 @@ func TestReconcileCopies(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cl := newClient(t, newTag("app", c.tag))
+			cl := reconcilertest.FakeClient(t, nil, newTag("app", c.tag))
 			clock := t0
 			cp := &fakeCopier{copyErr: c.copyErr, progress: imagecopy.Progress{Blobs: 3, BlobsDone: 2, Bytes: 300, BytesDone: 200}}
 			var seam Copier = cp
@@ -65,8 +66,8 @@ func TestReconcileCopies(t *testing.T) {
 				seam = nil
 			}
 			r, rec := newReconciler(cl, seam, &clock)
-			res := reconcile(t, r, "app")
-			got := get(t, cl, "app")
+			res := reconcilertest.Reconcile(t, r, "app")
+			got := reconcilertest.GetTag(t, cl, "app")
 
 			if !equalStrings(cp.copies, c.wantCopies) {
 				t.Errorf("copies %v, want %v", cp.copies, c.wantCopies)
@@ -100,7 +101,7 @@ func TestReconcileCopies(t *testing.T) {
 					t.Errorf("a failed copy changed the pin: %+v", got.Status)
 				}
 			}
-			if c.wantEvent != "" && !hasEvent(drain(rec), c.wantEvent) {
+			if c.wantEvent != "" && !hasEvent(reconcilertest.Events(rec), c.wantEvent) {
 				t.Errorf("no %q Event", c.wantEvent)
 			}
 		})

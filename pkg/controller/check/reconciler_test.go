@@ -14,16 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
-	"github.com/tagger-project/tagger/pkg/controller/tagindex"
+	"github.com/tagger-project/tagger/pkg/controller/reconcilertest"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
@@ -82,54 +79,10 @@ func checked(t *v1alpha1.Tag, served int64, gens ...v1alpha1.Generation) {
 	t.Status.ObservedGeneration = t.Generation
 }
 
-func newClient(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) client.Client {
-	t.Helper()
-	scheme, err := v1alpha1.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.Tag{}).
-		WithIndex(&v1alpha1.Tag{}, tagindex.Image, tagindex.ImageValue)
-	if funcs != nil {
-		b = b.WithInterceptorFuncs(*funcs)
-	}
-	return b.Build()
-}
-
 func newReconciler(cl client.Client, res Resolver, clock *time.Time) (*Reconciler, *events.FakeRecorder) {
 	rec := events.NewFakeRecorder(100)
 	return &Reconciler{Client: cl, SecretReader: cl, Resolver: res, Recorder: rec, Log: logrus.New(),
 		Now: func() time.Time { return *clock }}, rec
-}
-
-func reconcileTag(t *testing.T, r *Reconciler, name string) ctrl.Result {
-	t.Helper()
-	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
-	if err != nil {
-		t.Fatalf("reconcile %s: %v", name, err)
-	}
-	return res
-}
-
-func getTag(t *testing.T, cl client.Client, name string) *v1alpha1.Tag {
-	t.Helper()
-	var tag v1alpha1.Tag
-	if err := cl.Get(context.Background(), client.ObjectKey{Name: name}, &tag); err != nil {
-		t.Fatalf("get Tag %s: %v", name, err)
-	}
-	return &tag
-}
-
-func eventsOf(rec *events.FakeRecorder) string {
-	var out []string
-	for {
-		select {
-		case e := <-rec.Events:
-			out = append(out, e)
-		default:
-			return strings.Join(out, "\n")
-		}
-	}
 }
 
 func TestReconcile(t *testing.T) {
@@ -215,12 +168,12 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cl := newClient(t, nil, append([]client.Object{c.tag}, c.others...)...)
+			cl := reconcilertest.FakeClient(t, nil, append([]client.Object{c.tag}, c.others...)...)
 			res := &fakeResolver{digest: c.digest, err: c.err}
 			clock := t0
 			r, rec := newReconciler(cl, res, &clock)
-			result := reconcileTag(t, r, "app")
-			got := getTag(t, cl, "app")
+			result := reconcilertest.Reconcile(t, r, "app")
+			got := reconcilertest.GetTag(t, cl, "app")
 			st := got.Status
 
 			if (res.resolves > 0) != c.wantResolve {
@@ -249,7 +202,7 @@ func TestReconcile(t *testing.T) {
 				t.Errorf("the check controller wrote another controller's fields: cache %+v, rolledOut %d, finalizers %v",
 					got.Status.Cache, got.Status.RolledOutGeneration, got.Finalizers)
 			}
-			if evs := eventsOf(rec); c.wantEvent != "" && !strings.Contains(evs, c.wantEvent) {
+			if evs := strings.Join(reconcilertest.Events(rec), "\n"); c.wantEvent != "" && !strings.Contains(evs, c.wantEvent) {
 				t.Errorf("Events %q, want %q", evs, c.wantEvent)
 			}
 			if c.wantRequeue != 0 && result.RequeueAfter != c.wantRequeue {
@@ -262,19 +215,19 @@ func TestReconcile(t *testing.T) {
 // The upstream's Retry-After is in status: a controller built after a
 // failover from the stored Tag alone keeps waiting it out.
 func TestRetryAfterSurvivesFailover(t *testing.T) {
-	cl := newClient(t, nil, appTag(func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, appTag(func(t *v1alpha1.Tag) {
 		checked(t, 1, gen(1, d1, false))
 		t.Annotations = map[string]string{v1alpha1.CheckAnnotation: "x"}
 	}))
 	res := &fakeResolver{err: &registryclient.Error{Op: "resolve", StatusCode: 429, RetryAfter: 2 * time.Minute, Err: errors.New("429")}}
 	clock := t0
 	first, _ := newReconciler(cl, res, &clock)
-	reconcileTag(t, first, "app")
+	reconcilertest.Reconcile(t, first, "app")
 
 	res.err, res.digest = nil, d1
 	clock = t0.Add(30 * time.Second) // past the 5s backoff, inside Retry-After
 	second, _ := newReconciler(cl, res, &clock)
-	result := reconcileTag(t, second, "app")
+	result := reconcilertest.Reconcile(t, second, "app")
 	if res.resolves != 1 {
 		t.Fatalf("the new leader resolved again within Retry-After: %d resolves", res.resolves)
 	}
@@ -283,8 +236,8 @@ func TestRetryAfterSurvivesFailover(t *testing.T) {
 	}
 	clock = t0.Add(2*time.Minute + time.Second)
 	third, _ := newReconciler(cl, res, &clock)
-	reconcileTag(t, third, "app")
-	if st := getTag(t, cl, "app").Status; res.resolves != 2 || st.LastCheck.Result != v1alpha1.CheckUnchanged || st.LastCheck.RetryAfter != nil {
+	reconcilertest.Reconcile(t, third, "app")
+	if st := reconcilertest.GetTag(t, cl, "app").Status; res.resolves != 2 || st.LastCheck.Result != v1alpha1.CheckUnchanged || st.LastCheck.RetryAfter != nil {
 		t.Fatalf("after Retry-After: %d resolves, lastCheck %+v; want a second, successful check", res.resolves, st.LastCheck)
 	}
 }
@@ -323,7 +276,7 @@ func TestConflictingWriteKeepsBoth(t *testing.T) {
 				}
 				return apierrors.NewConflict(schema.GroupResource{Group: "tagger.dev", Resource: "tags"}, obj.GetName(), errors.New("the object has been modified"))
 			}}
-			cl := newClient(t, funcs, appTag(func(t *v1alpha1.Tag) {
+			cl := reconcilertest.FakeClient(t, funcs, appTag(func(t *v1alpha1.Tag) {
 				t.Spec.HistoryLimit = 1
 				checked(t, 1, gen(1, d1, true))
 				t.Status.Generations[0].Cached = false
@@ -332,8 +285,8 @@ func TestConflictingWriteKeepsBoth(t *testing.T) {
 			res := &fakeResolver{digest: d2}
 			clock := t0
 			r, _ := newReconciler(cl, res, &clock)
-			reconcileTag(t, r, "app")
-			st := getTag(t, cl, "app").Status
+			reconcilertest.Reconcile(t, r, "app")
+			st := reconcilertest.GetTag(t, cl, "app").Status
 			var gens []string
 			for _, g := range st.Generations {
 				s := fmt.Sprint(g.Generation)
@@ -357,15 +310,15 @@ func TestConflictingWriteKeepsBoth(t *testing.T) {
 // or written.
 func TestDeletedTagIsLeftAlone(t *testing.T) {
 	now := metav1.NewTime(t0)
-	cl := newClient(t, nil, appTag(func(t *v1alpha1.Tag) {
+	cl := reconcilertest.FakeClient(t, nil, appTag(func(t *v1alpha1.Tag) {
 		t.Finalizers = []string{v1alpha1.CacheFinalizer}
 		t.DeletionTimestamp = &now
 	}))
 	res := &fakeResolver{digest: d1}
 	clock := t0
 	r, _ := newReconciler(cl, res, &clock)
-	reconcileTag(t, r, "app")
-	if got := getTag(t, cl, "app"); res.resolves != 0 || got.Status.LastCheck != nil || len(got.Finalizers) != 1 {
+	reconcilertest.Reconcile(t, r, "app")
+	if got := reconcilertest.GetTag(t, cl, "app"); res.resolves != 0 || got.Status.LastCheck != nil || len(got.Finalizers) != 1 {
 		t.Fatalf("deleted Tag: %d resolves, status %+v, finalizers %v; want none touched", res.resolves, got.Status, got.Finalizers)
 	}
 }
@@ -387,7 +340,7 @@ func TestFirstServeRecordsRestartBaseline(t *testing.T) {
 			tag: func(t *v1alpha1.Tag) { checked(t, 1, gen(1, d1, false)) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cl := newClient(t, nil, appTag(func(tg *v1alpha1.Tag) {
+			cl := reconcilertest.FakeClient(t, nil, appTag(func(tg *v1alpha1.Tag) {
 				if c.restart {
 					tg.Spec.Rollout = &v1alpha1.RolloutSpec{Restart: true}
 				}
@@ -398,8 +351,8 @@ func TestFirstServeRecordsRestartBaseline(t *testing.T) {
 			}))
 			clock := t0
 			r, _ := newReconciler(cl, &fakeResolver{digest: c.digest}, &clock)
-			reconcileTag(t, r, "app")
-			if got := getTag(t, cl, "app").Status; got.RolledOutGeneration != c.want || got.ServedGeneration == 0 {
+			reconcilertest.Reconcile(t, r, "app")
+			if got := reconcilertest.GetTag(t, cl, "app").Status; got.RolledOutGeneration != c.want || got.ServedGeneration == 0 {
 				t.Fatalf("served %d, rolledOut %d; want rolledOut %d", got.ServedGeneration, got.RolledOutGeneration, c.want)
 			}
 		})

@@ -9,10 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/controller/reconcilertest"
 )
 
 // fakeWaver records the generations it ran waves for; err fails them.
@@ -60,7 +59,7 @@ func TestReconcileWaves(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cl := newClient(t, c.tag)
+			cl := reconcilertest.FakeClient(t, nil, c.tag)
 			w := &fakeWaver{err: c.waveErr}
 			r := &Reconciler{Client: cl, APIReader: cl, Waver: w, Log: logrus.New()}
 			_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "app"}})
@@ -70,7 +69,7 @@ func TestReconcileWaves(t *testing.T) {
 			if !equalGens(w.waves, c.wantWaves) {
 				t.Errorf("waves %v, want %v", w.waves, c.wantWaves)
 			}
-			if got := getTag(t, cl).Status.RolledOutGeneration; got != c.wantRolledOut {
+			if got := reconcilertest.GetTag(t, cl, "app").Status.RolledOutGeneration; got != c.wantRolledOut {
 				t.Errorf("rolledOutGeneration %d, want %d", got, c.wantRolledOut)
 			}
 		})
@@ -80,12 +79,12 @@ func TestReconcileWaves(t *testing.T) {
 // Exactly one wave per served-generation change, across reconciles and
 // across new controllers (a restart or a failover) built from status alone.
 func TestOneWavePerChange(t *testing.T) {
-	cl := newClient(t, rolloutTag(1, 0, nil))
+	cl := reconcilertest.FakeClient(t, nil, rolloutTag(1, 0, nil))
 	w := &fakeWaver{}
 	step := func(served int64) {
 		t.Helper()
 		if served > 0 {
-			tag := getTag(t, cl)
+			tag := reconcilertest.GetTag(t, cl, "app")
 			tag.Status.ServedGeneration = served
 			if err := cl.Status().Update(context.Background(), tag); err != nil {
 				t.Fatal(err)
@@ -106,24 +105,6 @@ func TestOneWavePerChange(t *testing.T) {
 	if !equalGens(w.waves, []int64{2, 3, 1}) {
 		t.Fatalf("waves %v, want exactly [2 3 1]", w.waves)
 	}
-}
-
-func newClient(t *testing.T, objs ...client.Object) client.Client {
-	t.Helper()
-	scheme, err := v1alpha1.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.Tag{}).Build()
-}
-
-func getTag(t *testing.T, cl client.Client) *v1alpha1.Tag {
-	t.Helper()
-	var tag v1alpha1.Tag
-	if err := cl.Get(context.Background(), client.ObjectKey{Name: "app"}, &tag); err != nil {
-		t.Fatal(err)
-	}
-	return &tag
 }
 
 func equalGens(a, b []int64) bool {

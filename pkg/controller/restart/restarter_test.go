@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/controller/reconcilertest"
 )
 
 // These tests cover the decisions and error paths with controller-runtime's
@@ -63,18 +64,6 @@ func newScheme(t *testing.T) *runtime.Scheme {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func drain(rec *events.FakeRecorder) []string {
-	var out []string
-	for {
-		select {
-		case e := <-rec.Events:
-			out = append(out, e)
-		default:
-			return out
-		}
-	}
 }
 
 func fixedNow() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
@@ -147,7 +136,7 @@ func TestRestartDecisions(t *testing.T) {
 		t.Errorf("already restarted Deployment was patched: %v", d.Spec.Template.Annotations)
 	}
 
-	evs := drain(rec)
+	evs := reconcilertest.Events(rec)
 	var onTag, onWorkloads int
 	for _, e := range evs {
 		switch {
@@ -174,7 +163,7 @@ func TestRestartDecisions(t *testing.T) {
 	if err != nil || len(res.Restarted) != 0 {
 		t.Fatalf("retry: %+v, %v", res, err)
 	}
-	if evs := drain(rec); len(evs) != 0 {
+	if evs := reconcilertest.Events(rec); len(evs) != 0 {
 		t.Errorf("retry recorded %q", evs)
 	}
 }
@@ -264,7 +253,7 @@ func TestRestartPatchFailure(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	var warned bool
-	for _, e := range drain(rec) {
+	for _, e := range reconcilertest.Events(rec) {
 		warned = warned || strings.HasPrefix(e, "Warning "+ReasonRolloutRestartFailed)
 	}
 	if !warned {
