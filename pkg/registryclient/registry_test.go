@@ -18,7 +18,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
-// These tests run against the real distribution registry (internal/registrytest).
+// These tests run against the real distribution registry (internal/rig).
 
 func newClient() *registryclient.Client {
 	// Test registries listen on loopback over plain HTTP.
