@@ -3,48 +3,78 @@ package rig
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/tagger-project/tagger/pkg/registryclient"
 )
 
 // The push helpers authenticate as an internal admin user: with Basic
 // credentials for AuthBasic, and for AuthToken with a token minted in process
 // by the test's own token server (so they do not show up in TokenRequests).
 
-// PushBlob uploads data monolithically (POST an upload, PUT it with
-// ?digest=) and returns its descriptor with the given media type.
+// PushBlob uploads data (POST an upload, one PUT with ?digest=) through
+// pkg/registryclient, the client tagger itself pushes with, and returns its
+// descriptor with the given media type.
 func (r *Registry) PushBlob(t T, repo, mediaType string, data []byte) ocispec.Descriptor {
 	t.Helper()
-	d := digest.FromBytes(data)
-	resp, _ := r.do(t, http.MethodPost, r.URL()+"/v2/"+repo+"/blobs/uploads/", repo, "", nil, http.StatusAccepted)
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.Header.Get("Location") == "" {
-		t.Fatalf("rig registry: push blob %s to %s: bad upload Location %q", d, repo, resp.Header.Get("Location"))
-	}
-	base, _ := url.Parse(r.URL())
-	put := base.ResolveReference(loc)
-	q := put.Query()
-	q.Set("digest", d.String())
-	put.RawQuery = q.Encode()
-	r.do(t, http.MethodPut, put.String(), repo, "application/octet-stream", data, http.StatusCreated)
-	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
-}
-
-// PushManifest PUTs a manifest under reference (a tag or its digest) and
-// returns its digest, checking the registry computed the same one.
-func (r *Registry) PushManifest(t T, repo, reference, mediaType string, body []byte) digest.Digest {
-	t.Helper()
-	d := digest.FromBytes(body)
-	resp, _ := r.do(t, http.MethodPut, r.URL()+"/v2/"+repo+"/manifests/"+reference, repo, mediaType, body, http.StatusCreated)
-	if got := resp.Header.Get("Docker-Content-Digest"); got != d.String() {
-		t.Fatalf("rig registry: push manifest %s:%s: registry says digest %q, want %s", repo, reference, got, d)
+	d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.endpoint(t).PushBlob(ctx, repo, d, bytes.NewReader(data)); err != nil {
+		t.Fatalf("rig registry: push blob %s to %s: %v", d.Digest, repo, err)
 	}
 	return d
+}
+
+// PushManifest PUTs a manifest under reference (a tag or its digest) through
+// pkg/registryclient and returns its digest; the client checks that the
+// registry computed the same one.
+func (r *Registry) PushManifest(t T, repo, reference, mediaType string, body []byte) digest.Digest {
+	t.Helper()
+	d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.endpoint(t).PushManifest(ctx, repo, reference, d, body); err != nil {
+		t.Fatalf("rig registry: push manifest %s:%s: %v", repo, reference, err)
+	}
+	return d.Digest
+}
+
+// endpoint is the registry client the pushes go through, with the rig's
+// admin credentials added to each request.
+func (r *Registry) endpoint(t T) *registryclient.Endpoint {
+	t.Helper()
+	e, err := registryclient.NewEndpoint(r.URL(), &http.Client{Timeout: 30 * time.Second, Transport: adminAuth{r}})
+	if err != nil {
+		t.Fatalf("rig registry: client for %s: %v", r.URL(), err)
+	}
+	return e
+}
+
+// adminAuth authorizes each request as the rig's admin user for the
+// repository its path names (/v2/<repo>/blobs/... or /v2/<repo>/manifests/...).
+type adminAuth struct{ r *Registry }
+
+func (a adminAuth) RoundTrip(req *http.Request) (*http.Response, error) {
+	repo := strings.TrimPrefix(req.URL.Path, "/v2/")
+	for _, kind := range []string{"/blobs/", "/manifests/"} {
+		if i := strings.LastIndex(repo, kind); i >= 0 {
+			repo = repo[:i]
+			break
+		}
+	}
+	req = req.Clone(req.Context())
+	if err := a.r.authorize(req, repo); err != nil {
+		return nil, fmt.Errorf("authorize %s %s: %w", req.Method, req.URL, err)
+	}
+	return a.r.client.Transport.RoundTrip(req)
 }
 
 // DeleteTag removes a tag (distribution v3 supports DELETE of a tag
