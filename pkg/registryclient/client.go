@@ -156,14 +156,11 @@ func (c *Client) FetchManifest(ctx context.Context, ref pins.Reference, dgst dig
 	if err != nil {
 		return nil, Descriptor{}, newError(op, name, err)
 	}
-	if err := verify(body, dgst); err != nil {
-		return nil, Descriptor{}, newError(op, name, fmt.Errorf("GET %s: %w", u, err))
-	}
-	mt, err := manifestMediaType(resp.Header.Get("Content-Type"), body)
+	desc, err := manifestDescriptor(u, dgst, resp.Header.Get("Content-Type"), body)
 	if err != nil {
-		return nil, Descriptor{}, newError(op, name, fmt.Errorf("GET %s: %w", u, err))
+		return nil, Descriptor{}, newError(op, name, err)
 	}
-	return body, Descriptor{Digest: dgst, MediaType: mt, Size: int64(len(body))}, nil
+	return body, desc, nil
 }
 
 // fetchBlob GETs a blob of ref's repository, verified against dgst.

@@ -279,14 +279,11 @@ func (e *Endpoint) FetchManifest(ctx context.Context, repo string, d digest.Dige
 	if len(body) > maxManifestSize {
 		return nil, Descriptor{}, newError(op, name, fmt.Errorf("GET %s: manifest larger than %d bytes", u, maxManifestSize))
 	}
-	if err := verify(body, d); err != nil {
-		return nil, Descriptor{}, newError(op, name, fmt.Errorf("GET %s: %w", u, err))
-	}
-	mt, err := manifestMediaType(resp.Header.Get("Content-Type"), body)
+	desc, err := manifestDescriptor(u, d, resp.Header.Get("Content-Type"), body)
 	if err != nil {
-		return nil, Descriptor{}, newError(op, name, fmt.Errorf("GET %s: %w", u, err))
+		return nil, Descriptor{}, newError(op, name, err)
 	}
-	return body, Descriptor{Digest: d, MediaType: mt, Size: int64(len(body))}, nil
+	return body, desc, nil
 }
 
 // DeleteManifest deletes manifest d of repo by digest (and with it the tags

@@ -128,6 +128,19 @@ func descriptorFromHeaders(resp *http.Response) (d Descriptor, ok bool, err erro
 	return Descriptor{Digest: dg, MediaType: mt, Size: resp.ContentLength}, true, nil
 }
 
+// manifestDescriptor checks manifest body, read with GET u, against its
+// digest d and describes it; the media type comes from manifestMediaType.
+func manifestDescriptor(u string, d digest.Digest, contentTypeHeader string, body []byte) (Descriptor, error) {
+	if err := verify(body, d); err != nil {
+		return Descriptor{}, fmt.Errorf("GET %s: %w", u, err)
+	}
+	mt, err := manifestMediaType(contentTypeHeader, body)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return Descriptor{Digest: d, MediaType: mt, Size: int64(len(body))}, nil
+}
+
 // manifestMediaType decides a manifest's media type: the body's own
 // mediaType field (it is digest-verified), else a manifest Content-Type,
 // else its shape.

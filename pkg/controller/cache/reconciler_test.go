@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -69,7 +70,7 @@ func TestReconcileCopies(t *testing.T) {
 			res := reconcilertest.Reconcile(t, r, "app")
 			got := reconcilertest.GetTag(t, cl, "app")
 
-			if !equalStrings(cp.copies, c.wantCopies) {
+			if !slices.Equal(cp.copies, c.wantCopies) {
 				t.Errorf("copies %v, want %v", cp.copies, c.wantCopies)
 			}
 			cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
@@ -106,16 +107,4 @@ func TestReconcileCopies(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

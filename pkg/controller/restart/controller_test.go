@@ -3,6 +3,7 @@ package restart
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -66,7 +67,7 @@ func TestReconcileWaves(t *testing.T) {
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err %v, want error: %v", err, c.wantErr)
 			}
-			if !equalGens(w.waves, c.wantWaves) {
+			if !slices.Equal(w.waves, c.wantWaves) {
 				t.Errorf("waves %v, want %v", w.waves, c.wantWaves)
 			}
 			if got := reconcilertest.GetTag(t, cl, "app").Status.RolledOutGeneration; got != c.wantRolledOut {
@@ -102,19 +103,7 @@ func TestOneWavePerChange(t *testing.T) {
 	step(0) // nothing changed
 	step(3)
 	step(1) // rollback
-	if !equalGens(w.waves, []int64{2, 3, 1}) {
+	if !slices.Equal(w.waves, []int64{2, 3, 1}) {
 		t.Fatalf("waves %v, want exactly [2 3 1]", w.waves)
 	}
-}
-
-func equalGens(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
