@@ -86,7 +86,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ref, err := pins.ParseReference(tag.Spec.Image)
 	if err != nil {
 		// Admission validation should have caught it; report and keep serving.
-		r.setCondition(&tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, "InvalidImage", err.Error())
+		tagstatus.SetCondition(&tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, "InvalidImage", err.Error())
 		r.serve(&tag, log)
 		r.finish(&tag)
 		return ctrl.Result{}, r.writeStatus(ctx, &tag, orig)
@@ -99,12 +99,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if winner != "" {
 		msg := fmt.Sprintf("Tag %q is older and already pins %s; this Tag is not served until that one is deleted", winner, ref)
-		r.setCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionTrue, "ImageAlreadyPinned", msg)
-		r.setCondition(&tag, v1alpha1.ConditionReady, metav1.ConditionFalse, "Conflict", msg)
+		tagstatus.SetCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionTrue, "ImageAlreadyPinned", msg)
+		tagstatus.SetCondition(&tag, v1alpha1.ConditionReady, metav1.ConditionFalse, "Conflict", msg)
 		r.finish(&tag)
 		return ctrl.Result{}, r.writeStatus(ctx, &tag, orig)
 	}
-	r.setCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict", "no older Tag pins "+ref.String())
+	tagstatus.SetCondition(&tag, v1alpha1.ConditionConflict, metav1.ConditionFalse, "NoConflict", "no older Tag pins "+ref.String())
 
 	if reason := checkDue(&tag, now); reason != "" {
 		log.WithField("reason", string(reason)).Debug("checking upstream")
@@ -139,7 +139,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 		if wait, ok := registryclient.RetryAfter(err); ok && wait > 0 {
 			st.LastCheck.RetryAfter = &metav1.Duration{Duration: wait}
 		}
-		r.setCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
+		tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
 		checksTotal.WithLabelValues(v1alpha1.CheckFailed).Inc()
 		log.WithError(err).WithField("failures", failures).Warn("upstream check failed; pin unchanged")
 		return
@@ -157,7 +157,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest}).Info("recorded new generation")
 	}
 	st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: result, Message: msg}
-	r.setCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionTrue, result, msg)
+	tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionTrue, result, msg)
 	checksTotal.WithLabelValues(result).Inc()
 }
 
@@ -218,10 +218,10 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 	}
 	switch reason {
 	case pins.ServeNewest, pins.ServePinned:
-		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionTrue, string(reason),
+		tagstatus.SetCondition(tag, v1alpha1.ConditionReady, metav1.ConditionTrue, string(reason),
 			fmt.Sprintf("serving generation %d (%s)", g.Generation, g.Digest))
 	case pins.ServeNone:
-		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason),
+		tagstatus.SetCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason),
 			"no generation recorded yet: the upstream tag has not been resolved")
 	case pins.ServeMissingKeepPrevious:
 		msg := fmt.Sprintf("spec.generation %d is not in the history (%s)", *tag.Spec.Generation, historyRange(st.Generations))
@@ -230,7 +230,7 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 		} else {
 			msg += "; nothing is served"
 		}
-		r.setCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason), msg)
+		tagstatus.SetCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason), msg)
 	}
 	// The first generation served is not a change (its NewGeneration Event
 	// says it); one Event per Tag on a first pass also keeps the recorder's
@@ -282,10 +282,6 @@ func (r *Reconciler) finish(tag *v1alpha1.Tag) {
 	st.ObservedGeneration = tag.Generation
 	st.CheckAnnotation = tag.Annotations[v1alpha1.CheckAnnotation]
 	tagstatus.Derive(tag)
-}
-
-func (r *Reconciler) setCondition(tag *v1alpha1.Tag, typ string, status metav1.ConditionStatus, reason, msg string) {
-	tagstatus.SetCondition(tag, typ, status, reason, msg)
 }
 
 func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
