@@ -6,9 +6,11 @@
 #   hack/testbin.sh [name ...]     # default: every binary
 #
 # Targets: etcd registry kube (kube-apiserver only) kube-full (kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubelet, for internal/rig/cluster's
-# single-node cluster) containerd crictl seaweedfs (weed, the S3-compatible server
-# internal/rig runs). The default builds them all; the
+# kube-controller-manager, kube-scheduler, kubelet and kube-proxy, for
+# internal/rig/cluster) containerd crictl seaweedfs (weed, the S3-compatible
+# server internal/rig runs) coredns (the cluster DNS the rig's clusters run)
+# buildkit (buildkitd and buildctl, which build the Dockerfile without a Docker
+# engine). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
@@ -20,6 +22,8 @@ STAGING_VERSION=v0.37.2
 ETCD_VERSION=v3.7.3
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
+COREDNS_VERSION=v1.15.0
+BUILDKIT_VERSION=v0.34.2
 REGISTRY_VERSION=v3.1.2
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
@@ -47,7 +51,7 @@ link() {
 }
 
 build_kube() {
-  local out=$TESTBIN_DIR/kubernetes-$KUBE_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+  local out=$TESTBIN_DIR/kubernetes-$KUBE_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local want=("${bins[@]}")
   [ "${KUBE_FULL:-0}" = 1 ] || want=(kube-apiserver)
   if cached "$out" "${want[@]}"; then link "$out" "${want[@]}"; return; fi
@@ -72,7 +76,9 @@ build_kube() {
     sed -i '1i //go:build tools\n' tools.go
     go mod tidy -e >/dev/null 2>&1 || true
     mkdir -p "$out"
-    for b in "${want[@]}"; do go build -tags tools -o "$out/$b" "k8s.io/kubernetes/cmd/$b"; done
+    for b in "${want[@]}"; do
+      [ -x "$out/$b" ] || go build -tags tools -o "$out/$b" "k8s.io/kubernetes/cmd/$b"
+    done
   )
   link "$out" "${want[@]}"
 }
@@ -141,6 +147,17 @@ build_crictl() {
   gobuild crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl
 }
 
+build_coredns() {
+  gobuild coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/coredns/coredns
+}
+
+# buildkit's go.mod has exclude directives, so `go install ...@v` refuses it;
+# gobuild's throwaway module builds it.
+build_buildkit() {
+  gobuild buildkit "$BUILDKIT_VERSION" github.com/moby/buildkit \
+    github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+}
+
 build_seaweedfs() {
   # As the module's own go.mod does: a dependency's replace directives do not apply here.
   REPLACES="github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0" \
@@ -149,7 +166,7 @@ build_seaweedfs() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
@@ -159,6 +176,8 @@ for t in "${targets[@]}"; do
     containerd) build_containerd ;;
     crictl) build_crictl ;;
     seaweedfs|weed) build_seaweedfs ;;
+    coredns) build_coredns ;;
+    buildkit) build_buildkit ;;
     *) echo "testbin: unknown target $t" >&2; exit 2 ;;
   esac
 done
