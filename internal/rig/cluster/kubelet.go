@@ -51,8 +51,8 @@ func (c *Cluster) kubeletConfig(s kubeletSettings) map[string]any {
 		"imageServiceEndpoint":     s.endpoint,
 		"address":                  s.address,
 		"port":                     s.port,
-		"readOnlyPort": 0,
-		"healthzPort":  0,
+		"readOnlyPort":             0,
+		"healthzPort":              0,
 		// The shared disk must never make the node evict or collect images.
 		"evictionHard": map[string]string{
 			"memory.available":   "1Mi",
