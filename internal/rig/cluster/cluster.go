@@ -126,6 +126,7 @@ type Cluster struct {
 	rnet       rigNet
 	nodes      []*Node
 	nodeImages []nodeImage
+	plainHTTP  []string // UsePlainHTTP hosts, declared on every node
 
 	config *rest.Config
 	client kubernetes.Interface
@@ -407,10 +408,14 @@ func (c *Cluster) env() []string {
 // UsePlainHTTP writes <HostsDir>/<host>/hosts.toml declaring the registry
 // at host ("127.0.0.1:port") as plain HTTP, as a test registry is; without
 // it containerd speaks HTTPS to it. A node agent under test may later
-// replace the file.
+// replace the file. On a multi-node cluster every node gets it, also nodes
+// added later (before their containerd starts, as a node image would have it).
 func (c *Cluster) UsePlainHTTP(host string) {
 	c.t.Helper()
-	if len(c.nodes) > 0 {
+	if c.opts.Nodes > 0 {
+		c.mu.Lock()
+		c.plainHTTP = append(c.plainHTTP, host) // for nodes added later
+		c.mu.Unlock()
 		for _, n := range c.Nodes() {
 			n.UsePlainHTTP(host)
 		}

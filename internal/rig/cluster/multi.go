@@ -117,7 +117,11 @@ func (c *Cluster) newNode(o NodeOptions) (*Node, error) {
 	c.mu.Lock()
 	c.kubeconfigs[kc] = path
 	c.nodes = append(c.nodes, n)
+	plain := append([]string(nil), c.plainHTTP...)
 	c.mu.Unlock()
+	for _, h := range plain {
+		n.UsePlainHTTP(h)
+	}
 	if err := c.register(); err != nil {
 		return nil, err
 	}
