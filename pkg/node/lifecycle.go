@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
@@ -55,8 +58,14 @@ func (a *Agent) serveMirror(errc chan<- error) error {
 		}
 		a.mirrorLn = ln
 	}
+	a.conns = &connTracker{conns: map[net.Conn]http.ConnState{}}
+	a.mirrorSrv.ConnState = a.conns.track
 	a.serving.Store(true)
-	go func() { errc <- serve(a.mirrorSrv, a.mirrorLn, "mirror") }()
+	go func() {
+		if err := serve(a.mirrorSrv, a.mirrorLn, "mirror"); err != nil && !a.draining.Load() {
+			errc <- err
+		}
+	}()
 	on, err := migrateReq()
 	log := a.log.WithField("listen", a.mirrorLn.Addr().String())
 	switch {
@@ -107,12 +116,56 @@ func (a *Agent) drain() {
 
 // shutdown closes the listeners and waits (at most 5s) for requests in flight.
 func (a *Agent) shutdown() {
+	a.draining.Store(true)
+	if a.serving.Load() {
+		a.closeMirror(5 * time.Second)
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	if a.serving.Load() {
-		_ = a.mirrorSrv.Shutdown(sctx)
-	}
 	for _, s := range a.servers {
 		_ = s.srv.Shutdown(sctx)
 	}
+}
+
+// closeMirror stops the mirror without dropping a request. http.Server's
+// Shutdown would not do: a connection it accepted whose request it reads
+// after Shutdown began is closed unanswered, and containerd would take that
+// error to the next host, the upstream. Instead: responses stop offering
+// keep-alive, the listener closes (the kernel moves connections still queued
+// on it to the next agent's listener, given tcp_migrate_req), and every
+// connection already accepted gets its answer before the server closes.
+func (a *Agent) closeMirror(timeout time.Duration) {
+	a.mirrorSrv.SetKeepAlivesEnabled(false)
+	_ = a.mirrorLn.Close()
+	deadline := time.Now().Add(timeout)
+	for a.conns.busy() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := a.conns.busy(); n > 0 {
+		a.log.WithField("connections", n).Warn("closing the mirror with requests unanswered")
+	}
+	_ = a.mirrorSrv.Close()
+}
+
+// connTracker counts the mirror's connections that have a request to answer.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]http.ConnState
+}
+
+func (c *connTracker) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch st {
+	case http.StateNew, http.StateActive:
+		c.conns[conn] = st
+	default: // idle (nothing owed), hijacked or closed
+		delete(c.conns, conn)
+	}
+}
+
+func (c *connTracker) busy() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
 }

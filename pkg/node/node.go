@@ -93,6 +93,7 @@ type Agent struct {
 	cri       *repull.CRI
 	mirrorLn  net.Listener
 	mirrorSrv *http.Server
+	conns     *connTracker // the mirror's connections, for a drain that drops none
 	servers   []served
 	serving   atomic.Bool // the mirror accepts connections
 	draining  atomic.Bool // told to stop: not ready, serving until ShutdownDelay ends
