@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -136,11 +138,28 @@ func handover(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The node's own file for the registry: the first agent backs it up, the
+	// next must leave that backup as it is.
+	own := filepath.Join(o.HostsDir, up.Host(), "hosts.toml")
+	if err := os.MkdirAll(filepath.Dir(own), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(own, fmt.Appendf(nil, "# the node's own\nserver = \"http://%s\"\n", up.Host()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	old := startAgent(t, k, o, filepath.Join(dir, "old", "ready"))
 	l := startLoop(t, o.Listen, up.Host(), gen1.Digest.String(), moved.Digest.String())
 	l.waitFor(t, 200)
+	written := fileStates(t, o.HostsDir)
+	if len(written) == 0 {
+		t.Fatalf("the first agent wrote nothing into %s", o.HostsDir)
+	}
 	next := startAgent(t, k, o, filepath.Join(dir, "new", "ready"))
 	l.waitFor(t, l.count()+200) // both serve
+	// The next agent took the files over as they were: no rewrite.
+	if got := fileStates(t, o.HostsDir); !maps.Equal(got, written) {
+		t.Errorf("the next agent rewrote %s:\n got %v\nwant %v", o.HostsDir, got, written)
+	}
 	if err := old.stop(); err != nil {
 		t.Fatalf("old agent: %v", err)
 	}
@@ -156,6 +175,31 @@ func handover(t *testing.T) {
 	if err := readyfile.Check(old.ready, 0, false, time.Now()); err == nil {
 		t.Error("the stopped agent's ready file is still there")
 	}
+}
+
+// fileStates maps every file under dir to its inode, mtime and bytes.
+func fileStates(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[p] = fmt.Sprintf("inode %d mtime %s %q", st.Sys().(*syscall.Stat_t).Ino, st.ModTime().Format(time.RFC3339Nano), b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 type runningAgent struct {
