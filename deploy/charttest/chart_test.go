@@ -482,6 +482,10 @@ func checkDefaults(t *testing.T, r *rendered) {
 	if pvc.Spec.StorageClassName != nil {
 		t.Errorf("registry PVC storageClassName %q, want unset (the cluster default)", *pvc.Spec.StorageClassName)
 	}
+	// helm uninstall keeps the cache (docs/install.md, "Uninstall").
+	if got := pvc.Annotations["helm.sh/resource-policy"]; got != "keep" {
+		t.Errorf("registry PVC helm.sh/resource-policy %q, want keep", got)
+	}
 	spec := reg.Spec.Template.Spec
 	c := container(t, spec, "registry")
 	m, ok := mount(c, "data")
