@@ -45,6 +45,8 @@ func run(args []string) error {
 	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "URL of the bundled registry")
 	fs.DurationVar(&o.DialTimeout, "dial-timeout", o.DialTimeout, "dial_timeout on our hosts.toml entry: how fast containerd falls back when the agent is down")
 	fs.IntVar(&o.ConvergeWorkers, "converge-workers", o.ConvergeWorkers, "concurrent CRI pulls when converging local images")
+	fs.StringVar(&o.StartupTaint, "startup-taint", o.StartupTaint, "taint key removed from this node once the agent serves pins (\"\" disables)")
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -54,6 +54,11 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// ConvergeWorkers bounds concurrent CRI pulls.
 	ConvergeWorkers int
+	// StartupTaint is the taint key removed from node NodeName once the
+	// agent is ready ("" disables the startup gate).
+	StartupTaint string
+	// NodeName is the Node this agent runs on.
+	NodeName string
 }
 
 // DefaultOptions are the flag defaults.
@@ -78,6 +83,7 @@ type Agent struct {
 	hosts     *hoststoml.Manager
 	converger *repull.Converger
 	report    containerdconfig.Report
+	gate      *startupGate // nil when no startup taint is configured
 
 	pinsGauge prometheus.Gauge
 	hostsOK   prometheus.Gauge
@@ -207,6 +213,10 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 		})
 	}
 
+	if a.gate, err = newStartupGate(cfg, o, reg, a.log.WithField("component", "startup-taint")); err != nil {
+		return nil, err
+	}
+
 	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		return nil, err
@@ -330,6 +340,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.converger != nil {
 		go a.converger.Run(ctx)
 	}
+	if a.gate != nil {
+		go a.gate.run(ctx)
+	}
 	a.log.WithFields(logrus.Fields{"listen": a.o.Listen, "hostsDir": a.o.HostsDir, "registry": a.o.RegistryURL}).Info("node agent serving")
 
 	// Rebuild on every Tag change, coalesced; and periodically, so a hosts.toml
@@ -375,6 +388,11 @@ func (a *Agent) rebuild(ctx context.Context) {
 	}
 	if a.converger != nil {
 		a.converger.Update(snap.Pins())
+	}
+	// The table is synced, hosts.toml written and containerd reads them:
+	// the node may take pods.
+	if a.gate != nil && len(a.NotReady()) == 0 {
+		a.gate.markReady()
 	}
 }
 
