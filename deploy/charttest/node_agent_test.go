@@ -55,6 +55,7 @@ var defaultNodeAgent = nodeAgentWant{
 		"--converge-workers=2",
 		"--log-format=json",
 		"--log-level=info",
+		"--startup-taint=tagger.dev/agent-not-ready",
 	},
 	hostPaths: map[string]hostPathWant{
 		"/etc/containerd/certs.d":     {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
@@ -274,6 +275,7 @@ func checkNodeAgentOff(t *testing.T, r *rendered) {
 			t.Errorf("nodeAgent.enabled=false still renders %s tagger-node-agent", kind)
 		}
 	}
+	checkNoStartupTaint(t, r)
 }
 
 // TestNodeAgentAcceptsChartArgs runs the node-agent binary with what the

@@ -195,6 +195,9 @@ cleanup acts on the directory, mirror URL and patterns the agent wrote with.
 {{- $args = append $args (printf "--converge-workers=%v" $n.convergeWorkers) }}
 {{- $args = append $args (printf "--log-format=%s" $n.logFormat) }}
 {{- $args = append $args (printf "--log-level=%s" $n.logLevel) }}
+{{- if $n.startupTaint.enabled }}
+{{- $args = append $args (printf "--startup-taint=%s" $n.startupTaint.key) }}
+{{- end }}
 {{- $args = concat $args ($n.extraArgs | default list) }}
 {{- toYaml $args }}
 {{- end }}
