@@ -26,6 +26,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
+	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
 	"github.com/tagger-project/tagger/pkg/node/hoststoml"
 	"github.com/tagger-project/tagger/pkg/node/repull"
 	"github.com/tagger-project/tagger/pkg/pins"
@@ -84,6 +85,11 @@ type Agent struct {
 	converger *repull.Converger
 	report    containerdconfig.Report
 	gate      *startupGate // nil when no startup taint is configured
+	// probe proves containerd reads our hosts dir before the startup taint
+	// goes (nil without a startup taint or a CRI endpoint); probing is true
+	// while its hosts.toml is wanted.
+	probe   *hostsprobe.Probe
+	probing atomic.Bool
 
 	pinsGauge prometheus.Gauge
 	hostsOK   prometheus.Gauge
@@ -107,10 +113,12 @@ func Cleanup(o Options) error {
 }
 
 func newHosts(o Options) (*hoststoml.Manager, error) {
-	strict, err := pins.HostMatcher(o.StrictRegistries)
+	userStrict, err := pins.HostMatcher(o.StrictRegistries)
 	if err != nil {
 		return nil, err
 	}
+	// The probe host's only endpoint is the mirror: it never resolves.
+	strict := func(h string) bool { return h == hostsprobe.Host || userStrict(h) }
 	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
 	if err != nil {
 		return nil, err
@@ -191,7 +199,13 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("build mirror: %w", err)
 	}
-	a.servers = append(a.servers, served{&http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, a.mirrorLn, "mirror"})
+	var mirrorHandler http.Handler = handler
+	if o.StartupTaint != "" && o.CRIEndpoint != "" {
+		a.probe = hostsprobe.New()
+		a.probing.Store(true)
+		mirrorHandler = a.probe.Wrap(handler)
+	}
+	a.servers = append(a.servers, served{&http.Server{Handler: mirrorHandler, ReadHeaderTimeout: 10 * time.Second}, a.mirrorLn, "mirror"})
 	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
 		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
 			return nil, err
@@ -215,6 +229,9 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 
 	if a.gate, err = newStartupGate(cfg, o, reg, a.log.WithField("component", "startup-taint")); err != nil {
 		return nil, err
+	}
+	if a.gate != nil && a.probe != nil {
+		a.gate.confirm = a.confirmHostsRead
 	}
 
 	scheme, err := v1alpha1.NewScheme()
@@ -378,7 +395,11 @@ func (a *Agent) rebuild(ctx context.Context) {
 	snap := pins.BuildSnapshot(list.Items)
 	a.table.Store(snap)
 	a.pinsGauge.Set(float64(snap.Len()))
-	if err := a.hosts.Sync(snap.Registries()); err != nil {
+	registries := snap.Registries()
+	if a.probing.Load() {
+		registries = append(registries, hostsprobe.Host)
+	}
+	if err := a.hosts.Sync(registries); err != nil {
 		msg := err.Error()
 		a.lastSyncErr.Store(&msg)
 		a.log.WithError(err).Error("write hosts.toml")

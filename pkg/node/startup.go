@@ -20,7 +20,13 @@ type startupGate struct {
 	remover *startuptaint.Remover
 	ready   chan struct{} // closed by the first ready rebuild
 	cleared prometheus.Gauge
-	log     logrus.FieldLogger
+	// probeFailed counts live proofs that failed: containerd did not ask
+	// the mirror for the probe image.
+	probeFailed prometheus.Counter
+	log         logrus.FieldLogger
+	// confirm, when set, must pass before the taint goes: the live proof
+	// that containerd reads the hosts dir.
+	confirm func(context.Context) error
 }
 
 func newStartupGate(cfg *rest.Config, o Options, reg prometheus.Registerer, log logrus.FieldLogger) (*startupGate, error) {
@@ -39,9 +45,11 @@ func newStartupGate(cfg *rest.Config, o Options, reg prometheus.Registerer, log 
 		ready:   make(chan struct{}),
 		cleared: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tagger_startup_taint_cleared",
 			Help: "1 once this node has no startup taint (the agent removed it, or it was never there), else 0."}),
+		probeFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagger_startup_probe_failures_total",
+			Help: "Startup probes in which containerd did not ask this agent's mirror for the probe image: it does not read the agent's hosts.toml files."}),
 		log: log,
 	}
-	reg.MustRegister(g.cleared)
+	reg.MustRegister(g.cleared, g.probeFailed)
 	return g, nil
 }
 
@@ -64,11 +72,14 @@ func (g *startupGate) run(ctx context.Context) {
 	case <-g.ready:
 	}
 	delay := time.Second
+	confirmed := g.confirm == nil
 	for {
-		if _, err := g.remover.Remove(ctx); err == nil {
+		err := g.step(ctx, &confirmed)
+		if err == nil {
 			g.cleared.Set(1)
 			return
-		} else if ctx.Err() == nil {
+		}
+		if ctx.Err() == nil {
 			g.log.WithError(err).WithField("retryIn", delay).Error("startup taint not removed: no pod is scheduled on this node until it is")
 		}
 		select {
@@ -78,4 +89,32 @@ func (g *startupGate) run(ctx context.Context) {
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// step confirms containerd reads the hosts dir (once), then removes the taint.
+func (g *startupGate) step(ctx context.Context, confirmed *bool) error {
+	if !*confirmed {
+		if err := g.confirm(ctx); err != nil {
+			if ctx.Err() == nil {
+				g.probeFailed.Inc()
+			}
+			return err
+		}
+		*confirmed = true
+		g.log.Info("containerd asked the mirror for the probe image: it reads our hosts.toml files")
+	}
+	_, err := g.remover.Remove(ctx)
+	return err
+}
+
+// confirmHostsRead is the startup gate's live proof: containerd, asked
+// through the CRI to pull an image only our hosts.toml can route, asks the
+// mirror for it. Afterwards the probe's hosts.toml is dropped at the next
+// rebuild.
+func (a *Agent) confirmHostsRead(ctx context.Context) error {
+	if err := a.probe.Check(ctx, a.cri, 20*time.Second); err != nil {
+		return err
+	}
+	a.probing.Store(false)
+	return nil
 }

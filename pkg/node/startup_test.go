@@ -17,6 +17,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
 	"github.com/tagger-project/tagger/pkg/node/startuptaint"
 )
 
@@ -42,12 +43,12 @@ func containerdConfig(t *testing.T, hostsDir string, reads bool) string {
 }
 
 // startAgent runs an agent for gateNode until the returned stop is called
-// (or the test ends).
-func startAgent(t *testing.T, kube *rig.Kube, hostsDir, config string) (*Agent, func()) {
+// (or the test ends); cri "" means no CRI, so no live probe.
+func startAgent(t *testing.T, kube *rig.Kube, hostsDir, config, cri string) (*Agent, func()) {
 	t.Helper()
 	o := DefaultOptions()
 	o.Listen, o.MetricsAddr, o.HealthAddr = "127.0.0.1:0", "0", "0"
-	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = hostsDir, config, ""
+	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = hostsDir, config, cri
 	o.RegistryURL = "http://127.0.0.1:1"
 	o.StartupTaint, o.NodeName = startuptaint.DefaultKey, gateNode
 	a, err := New(kube.Config, o, kube.Log)
@@ -72,6 +73,17 @@ func startAgent(t *testing.T, kube *rig.Kube, hostsDir, config string) (*Agent, 
 	return a, stop
 }
 
+func createTaintedNode(t *testing.T, kube *rig.Kube) {
+	t.Helper()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: gateNode}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+		{Key: "dedicated", Value: "infra", Effect: corev1.TaintEffectNoSchedule},
+		{Key: startuptaint.DefaultKey, Effect: corev1.TaintEffectNoSchedule},
+	}}}
+	if err := kube.Client.Create(t.Context(), node); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func nodeTaints(t *testing.T, kube *rig.Kube) []string {
 	t.Helper()
 	var n corev1.Node
@@ -92,13 +104,7 @@ func nodeTaints(t *testing.T, kube *rig.Kube) []string {
 func TestStartupGate(t *testing.T) {
 	kube := rig.NewKube(t)
 	ctx := t.Context()
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: gateNode}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
-		{Key: "dedicated", Value: "infra", Effect: corev1.TaintEffectNoSchedule},
-		{Key: startuptaint.DefaultKey, Effect: corev1.TaintEffectNoSchedule},
-	}}}
-	if err := kube.Client.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
+	createTaintedNode(t, kube)
 	tag := rig.NewTag("app", pinnedHost+"/team/app:v1")
 	rig.CreateTag(t, kube.Client, tag)
 	tag.Status.ServedGeneration, tag.Status.ServedDigest = 1, pinnedDigest
@@ -109,7 +115,7 @@ func TestStartupGate(t *testing.T) {
 	hostsDir := t.TempDir()
 	hostsFile := filepath.Join(hostsDir, pinnedHost, "hosts.toml")
 
-	bad, stopBad := startAgent(t, kube, hostsDir, containerdConfig(t, hostsDir, false))
+	bad, stopBad := startAgent(t, kube, hostsDir, containerdConfig(t, hostsDir, false), "")
 	rig.WaitFor(t, 30*time.Second, "agent synced the pin and wrote hosts.toml", func() (bool, string) {
 		p := bad.NotReady()
 		_, err := os.Stat(hostsFile)
@@ -128,7 +134,7 @@ func TestStartupGate(t *testing.T) {
 	}
 	stopBad()
 
-	good, _ := startAgent(t, kube, hostsDir, containerdConfig(t, hostsDir, true))
+	good, _ := startAgent(t, kube, hostsDir, containerdConfig(t, hostsDir, true), "")
 	rig.WaitFor(t, 30*time.Second, "startup taint removed", func() (bool, string) {
 		keys := nodeTaints(t, kube)
 		return !slices.Contains(keys, startuptaint.DefaultKey), strings.Join(keys, ",")
@@ -146,4 +152,42 @@ func TestStartupGate(t *testing.T) {
 		v := testutil.ToFloat64(good.gate.cleared)
 		return v == 1, ""
 	})
+}
+
+// The live proof with a real containerd: an agent whose config file says
+// containerd reads its hosts dir, while the running containerd reads
+// another (a config edited but containerd not restarted), keeps the taint;
+// the agent on containerd's real hosts dir proves it through a CRI pull of
+// the probe image and removes the taint.
+func TestStartupGateProbesContainerd(t *testing.T) {
+	ctd := rig.NewContainerd(t, rig.ContainerdOptions{})
+	kube := rig.NewKube(t)
+	createTaintedNode(t, kube)
+
+	elsewhere := t.TempDir()
+	wrong, stopWrong := startAgent(t, kube, elsewhere, containerdConfig(t, elsewhere, true), ctd.Socket())
+	rig.WaitFor(t, 60*time.Second, "a failed live probe", func() (bool, string) {
+		n := testutil.ToFloat64(wrong.gate.probeFailed)
+		return n >= 1, fmt.Sprintf("%v failures; not ready: %v", n, wrong.NotReady())
+	})
+	if len(wrong.NotReady()) != 0 {
+		t.Fatalf("the config check should pass here: %v", wrong.NotReady())
+	}
+	if !slices.Contains(nodeTaints(t, kube), startuptaint.DefaultKey) {
+		t.Fatal("startup taint removed although containerd never asked the mirror")
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, hostsprobe.Host, "hosts.toml")); err != nil {
+		t.Errorf("probe hosts.toml not written: %v", err)
+	}
+	stopWrong()
+
+	right, _ := startAgent(t, kube, ctd.HostsDir(), ctd.ConfigPath(), ctd.Socket())
+	rig.WaitFor(t, 60*time.Second, "startup taint removed after the live probe", func() (bool, string) {
+		keys := nodeTaints(t, kube)
+		return !slices.Contains(keys, startuptaint.DefaultKey), fmt.Sprintf("taints %v, probe failures %v",
+			keys, testutil.ToFloat64(right.gate.probeFailed))
+	})
+	if right.probing.Load() {
+		t.Error("probe still marked wanted after it passed")
+	}
 }
