@@ -232,6 +232,8 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	}
 	if a.gate != nil && a.probe != nil {
 		a.gate.confirm = a.confirmHostsRead
+		// The probe's hosts.toml goes at the next rebuild.
+		a.gate.finished = func() { a.probing.Store(false) }
 	}
 
 	scheme, err := v1alpha1.NewScheme()

@@ -27,6 +27,8 @@ type startupGate struct {
 	// confirm, when set, must pass before the taint goes: the live proof
 	// that containerd reads the hosts dir.
 	confirm func(context.Context) error
+	// finished, when set, runs once the node has no startup taint.
+	finished func()
 }
 
 func newStartupGate(cfg *rest.Config, o Options, reg prometheus.Registerer, log logrus.FieldLogger) (*startupGate, error) {
@@ -77,6 +79,9 @@ func (g *startupGate) run(ctx context.Context) {
 		err := g.step(ctx, &confirmed)
 		if err == nil {
 			g.cleared.Set(1)
+			if g.finished != nil {
+				g.finished()
+			}
 			return
 		}
 		if ctx.Err() == nil {
@@ -91,9 +96,18 @@ func (g *startupGate) run(ctx context.Context) {
 	}
 }
 
-// step confirms containerd reads the hosts dir (once), then removes the taint.
+// step confirms containerd reads the hosts dir (once), then removes the
+// taint. A node without the taint needs neither.
 func (g *startupGate) step(ctx context.Context, confirmed *bool) error {
 	if !*confirmed {
+		present, err := g.remover.Present(ctx)
+		if err != nil {
+			return err
+		}
+		if !present {
+			g.log.WithField("taint", g.remover.Key).Info("node has no startup taint")
+			return nil
+		}
 		if err := g.confirm(ctx); err != nil {
 			if ctx.Err() == nil {
 				g.probeFailed.Inc()
@@ -109,12 +123,7 @@ func (g *startupGate) step(ctx context.Context, confirmed *bool) error {
 
 // confirmHostsRead is the startup gate's live proof: containerd, asked
 // through the CRI to pull an image only our hosts.toml can route, asks the
-// mirror for it. Afterwards the probe's hosts.toml is dropped at the next
-// rebuild.
+// mirror for it.
 func (a *Agent) confirmHostsRead(ctx context.Context) error {
-	if err := a.probe.Check(ctx, a.cri, 20*time.Second); err != nil {
-		return err
-	}
-	a.probing.Store(false)
-	return nil
+	return a.probe.Check(ctx, a.cri, 20*time.Second)
 }

@@ -107,6 +107,16 @@ func (r *Remover) Remove(ctx context.Context) (removed bool, err error) {
 	return removed, err
 }
 
+// Present reports whether the node has the taint now.
+func (r *Remover) Present(ctx context.Context) (bool, error) {
+	n, err := r.Nodes.Get(ctx, r.Node, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("get node %s: %w", r.Node, err)
+	}
+	_, ok := Without(n.Spec.Taints, r.Key)
+	return ok, nil
+}
+
 // retriable: the taint list changed under us (failed test: 422 Invalid) or
 // the write conflicted.
 func retriable(err error) bool {
