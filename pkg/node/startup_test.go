@@ -187,7 +187,11 @@ func TestStartupGateProbesContainerd(t *testing.T) {
 		return !slices.Contains(keys, startuptaint.DefaultKey), fmt.Sprintf("taints %v, probe failures %v",
 			keys, testutil.ToFloat64(right.gate.probeFailed))
 	})
-	if right.probing.Load() {
-		t.Error("probe still marked wanted after it passed")
-	}
+	// The next rebuild (any Tag change) drops the probe's hosts.toml.
+	rig.CreateTag(t, kube.Client, rig.NewTag("trigger", "registry.example:5000/team/other:v1"))
+	probeDir := filepath.Join(ctd.HostsDir(), hostsprobe.Host)
+	rig.WaitFor(t, 30*time.Second, "probe hosts.toml removed after the gate", func() (bool, string) {
+		_, err := os.Stat(probeDir)
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
 }
