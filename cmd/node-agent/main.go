@@ -70,6 +70,8 @@ func run(args []string) error {
 		fs.BoolVar(&holding, "hold", false, "after restoring, report ready through --ready-file and hold (repeating the restore) until SIGTERM")
 		fs.DurationVar(&hold.Interval, "hold-interval", 5*time.Second, "with --hold: how often the restore repeats")
 	}
+	fs.StringVar(&o.StartupTaint, "startup-taint", o.StartupTaint, "taint key removed from this node once the agent serves pins (\"\" disables)")
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

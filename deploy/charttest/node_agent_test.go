@@ -56,6 +56,7 @@ var defaultNodeAgent = nodeAgentWant{
 		"--shutdown-delay=5s",
 		"--log-format=json",
 		"--log-level=info",
+		"--startup-taint=tagger.dev/agent-not-ready",
 	},
 	hostPaths: map[string]hostPathWant{
 		"/etc/containerd/certs.d":     {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
@@ -228,6 +229,7 @@ func checkNodeAgentOff(t *testing.T, r *rendered) {
 			t.Errorf("nodeAgent.enabled=false still renders %s tagger-node-agent", kind)
 		}
 	}
+	checkNoStartupTaint(t, r)
 }
 
 // TestNodeAgentAcceptsChartArgs runs the node-agent binary with what the

@@ -26,6 +26,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
+	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
 	"github.com/tagger-project/tagger/pkg/node/hoststoml"
 	"github.com/tagger-project/tagger/pkg/node/repull"
 	"github.com/tagger-project/tagger/pkg/pins"
@@ -62,6 +63,11 @@ type Options struct {
 	// ShutdownDelay is how long the mirror keeps serving after the agent is
 	// told to stop, before its listener closes.
 	ShutdownDelay time.Duration
+	// StartupTaint is the taint key removed from node NodeName once the
+	// agent is ready ("" disables the startup gate).
+	StartupTaint string
+	// NodeName is the Node this agent runs on.
+	NodeName string
 }
 
 // DefaultOptions are the flag defaults.
@@ -86,6 +92,12 @@ type Agent struct {
 	hosts     *hoststoml.Manager
 	converger *repull.Converger
 	report    containerdconfig.Report
+	gate      *startupGate // nil when no startup taint is configured
+	// probe proves containerd reads our hosts dir before the startup taint
+	// goes (nil without a startup taint or a CRI endpoint); probing is true
+	// while its hosts.toml is wanted.
+	probe   *hostsprobe.Probe
+	probing atomic.Bool
 
 	pinsGauge prometheus.Gauge
 	hostsOK   prometheus.Gauge
@@ -113,10 +125,12 @@ func Cleanup(o Options) error {
 }
 
 func newHosts(o Options) (*hoststoml.Manager, error) {
-	strict, err := pins.HostMatcher(o.StrictRegistries)
+	userStrict, err := pins.HostMatcher(o.StrictRegistries)
 	if err != nil {
 		return nil, err
 	}
+	// The probe host's only endpoint is the mirror: it never resolves.
+	strict := func(h string) bool { return h == hostsprobe.Host || userStrict(h) }
 	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
 	if err != nil {
 		return nil, err
@@ -201,7 +215,13 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("build mirror: %w", err)
 	}
-	a.mirrorSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	var mirrorHandler http.Handler = handler
+	if o.StartupTaint != "" && o.CRIEndpoint != "" {
+		a.probe = hostsprobe.New()
+		a.probing.Store(true)
+		mirrorHandler = a.probe.Wrap(handler)
+	}
+	a.mirrorSrv = &http.Server{Handler: mirrorHandler, ReadHeaderTimeout: 10 * time.Second}
 	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
 		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
 			return nil, err
@@ -221,6 +241,15 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 			Images: a.cri, Workers: o.ConvergeWorkers, Metrics: repull.NewMetrics(reg),
 			Log: a.log.WithField("component", "converger"),
 		})
+	}
+
+	if a.gate, err = newStartupGate(cfg, o, reg, a.log.WithField("component", "startup-taint")); err != nil {
+		return nil, err
+	}
+	if a.gate != nil && a.probe != nil {
+		a.gate.confirm = a.confirmHostsRead
+		// The probe's hosts.toml goes at the next rebuild.
+		a.gate.finished = func() { a.probing.Store(false) }
 	}
 
 	scheme, err := v1alpha1.NewScheme()
@@ -360,6 +389,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.converger != nil {
 		go a.converger.Run(ctx)
 	}
+	if a.gate != nil {
+		go a.gate.run(ctx)
+	}
 	a.log.WithFields(logrus.Fields{"listen": a.o.Listen, "hostsDir": a.o.HostsDir, "registry": a.o.RegistryURL}).Info("node agent serving")
 
 	// Rebuild on every Tag change, coalesced; and periodically, so a hosts.toml
@@ -392,7 +424,11 @@ func (a *Agent) rebuild(ctx context.Context) {
 	if !ok {
 		return
 	}
-	if err := a.hosts.Sync(snap.Registries()); err != nil {
+	registries := snap.Registries()
+	if a.probing.Load() {
+		registries = append(registries, hostsprobe.Host)
+	}
+	if err := a.hosts.Sync(registries); err != nil {
 		msg := err.Error()
 		a.lastSyncErr.Store(&msg)
 		a.log.WithError(err).Error("write hosts.toml")
@@ -402,6 +438,11 @@ func (a *Agent) rebuild(ctx context.Context) {
 	}
 	if a.converger != nil {
 		a.converger.Update(snap.Pins())
+	}
+	// The table is synced, hosts.toml written and containerd reads them:
+	// the node may take pods.
+	if a.gate != nil && len(a.NotReady()) == 0 {
+		a.gate.markReady()
 	}
 }
 

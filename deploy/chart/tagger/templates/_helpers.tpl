@@ -198,6 +198,9 @@ wrote with.
 {{- $args = append $args (printf "--shutdown-delay=%v" $n.shutdownDelay) }}
 {{- $args = append $args (printf "--log-format=%s" $n.logFormat) }}
 {{- $args = append $args (printf "--log-level=%s" $n.logLevel) }}
+{{- if $n.startupTaint.enabled }}
+{{- $args = append $args (printf "--startup-taint=%s" $n.startupTaint.key) }}
+{{- end }}
 {{- $args = concat $args ($n.extraArgs | default list) }}
 {{- toYaml $args }}
 {{- end }}
