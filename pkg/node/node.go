@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -426,7 +427,7 @@ func (a *Agent) rebuild(ctx context.Context) {
 	}
 	registries := snap.Registries()
 	if a.probing.Load() {
-		registries = append(registries, hostsprobe.Host)
+		registries = append(slices.Clone(registries), hostsprobe.Host) // the snapshot's slice is shared
 	}
 	if err := a.hosts.Sync(registries); err != nil {
 		msg := err.Error()

@@ -195,3 +195,26 @@ func TestStartupGateProbesContainerd(t *testing.T) {
 		return os.IsNotExist(err), fmt.Sprint(err)
 	})
 }
+
+// On a node that never had the taint (the default-on chart on a cluster
+// whose nodes do not register with it) the gate reads the Node and writes
+// nothing.
+func TestStartupGateUntaintedNode(t *testing.T) {
+	kube := rig.NewKube(t)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: gateNode}}
+	if err := kube.Client.Create(t.Context(), node); err != nil {
+		t.Fatal(err)
+	}
+	hostsDir := t.TempDir()
+	a, _ := startAgent(t, kube, hostsDir, containerdConfig(t, hostsDir, true), "")
+	rig.WaitFor(t, 30*time.Second, "tagger_startup_taint_cleared = 1", func() (bool, string) {
+		return testutil.ToFloat64(a.gate.cleared) == 1, fmt.Sprint(a.NotReady())
+	})
+	var after corev1.Node
+	if err := kube.Client.Get(t.Context(), client.ObjectKey{Name: gateNode}, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != node.ResourceVersion {
+		t.Errorf("untainted node written: resourceVersion %s -> %s", node.ResourceVersion, after.ResourceVersion)
+	}
+}
