@@ -366,6 +366,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// removed by hand is rewritten.
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
+	recheck := time.NewTicker(hostsRecheck)
+	defer recheck.Stop()
 	notify()
 	for {
 		select {
@@ -380,6 +382,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.rebuild(ctx)
 		case <-tick.C:
 			a.rebuild(ctx)
+		case <-recheck.C:
+			a.writeHosts(a.table.Load())
 		}
 	}
 }
@@ -392,6 +396,14 @@ func (a *Agent) rebuild(ctx context.Context) {
 	if !ok {
 		return
 	}
+	a.writeHosts(snap)
+	if a.converger != nil {
+		a.converger.Update(snap.Pins())
+	}
+}
+
+// writeHosts makes the hosts dir match snap (a no-op on disk when it does).
+func (a *Agent) writeHosts(snap *pins.Snapshot) {
 	if err := a.hosts.Sync(snap.Registries()); err != nil {
 		msg := err.Error()
 		a.lastSyncErr.Store(&msg)
@@ -399,9 +411,6 @@ func (a *Agent) rebuild(ctx context.Context) {
 	} else {
 		a.lastSyncErr.Store(nil)
 		a.hostsSynced.Store(true)
-	}
-	if a.converger != nil {
-		a.converger.Update(snap.Pins())
 	}
 }
 
