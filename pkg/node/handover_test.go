@@ -175,6 +175,21 @@ func handover(t *testing.T) {
 	if err := readyfile.Check(old.ready, 0, false, time.Now()); err == nil {
 		t.Error("the stopped agent's ready file is still there")
 	}
+
+	// The first upgrade from a chart whose agent cleaned up in preStop: the
+	// old pod's cleanup runs after the new agent took over. The new agent
+	// puts its file back on its next recheck.
+	managed, err := os.ReadFile(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Cleanup(o); err != nil {
+		t.Fatal(err)
+	}
+	rig.WaitFor(t, 30*time.Second, "the running agent rewrites the hosts.toml a predecessor's cleanup removed", func() (bool, string) {
+		b, err := os.ReadFile(own)
+		return err == nil && string(b) == string(managed), fmt.Sprintf("%v %q", err, b)
+	})
 }
 
 // fileStates maps every file under dir to its inode, mtime and bytes.

@@ -35,6 +35,14 @@ import (
 //     node's, as the agent runs with hostNetwork), which migrates them to the
 //     other listener. The node sets it (docs/install.md); the agent reports it.
 
+// hostsRecheck is how often the agent re-applies its pin table to the hosts
+// dir (reading the files, writing only what differs): a hosts.toml removed
+// behind its back is back within this. The case that matters: the first
+// upgrade from a chart whose agent ran `node-agent cleanup` in its preStop
+// hook, where the old pod, stopping after the new one is ready, removes the
+// files the new one took over.
+const hostsRecheck = 10 * time.Second
+
 // loadPins rebuilds the pin table from the cached Tags and stores it.
 func (a *Agent) loadPins(ctx context.Context) (*pins.Snapshot, bool) {
 	var list v1alpha1.TagList

@@ -399,6 +399,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// removed by hand is rewritten.
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
+	recheck := time.NewTicker(hostsRecheck)
+	defer recheck.Stop()
 	notify()
 	for {
 		select {
@@ -413,6 +415,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.rebuild(ctx)
 		case <-tick.C:
 			a.rebuild(ctx)
+		case <-recheck.C:
+			a.writeHosts(a.table.Load())
 		}
 	}
 }
@@ -425,6 +429,20 @@ func (a *Agent) rebuild(ctx context.Context) {
 	if !ok {
 		return
 	}
+	a.writeHosts(snap)
+	if a.converger != nil {
+		a.converger.Update(snap.Pins())
+	}
+	// The table is synced, hosts.toml written and containerd reads them:
+	// the node may take pods.
+	if a.gate != nil && len(a.NotReady()) == 0 {
+		a.gate.markReady()
+	}
+}
+
+// writeHosts makes the hosts dir match snap (a no-op on disk when it does),
+// plus the startup probe's entry while the gate still needs it.
+func (a *Agent) writeHosts(snap *pins.Snapshot) {
 	registries := snap.Registries()
 	if a.probing.Load() {
 		registries = append(slices.Clone(registries), hostsprobe.Host) // the snapshot's slice is shared
@@ -436,14 +454,6 @@ func (a *Agent) rebuild(ctx context.Context) {
 	} else {
 		a.lastSyncErr.Store(nil)
 		a.hostsSynced.Store(true)
-	}
-	if a.converger != nil {
-		a.converger.Update(snap.Pins())
-	}
-	// The table is synced, hosts.toml written and containerd reads them:
-	// the node may take pods.
-	if a.gate != nil && len(a.NotReady()) == 0 {
-		a.gate.markReady()
 	}
 }
 
