@@ -172,6 +172,10 @@ func (n *Node) createNetns() error {
 		// The machine answers pods (the apiserver behind the kubernetes
 		// Service, test registries) through their node.
 		{"ip", "route", "add", n.PodCIDR(), "via", n.IP(), "dev", rn.Bridge},
+		// A node setting tagger's docs ask for: connections queued on a
+		// closing SO_REUSEPORT listener move to the other one (the node
+		// agent's rolling update), instead of being reset.
+		{"nsenter", "--net=/run/netns/" + n.netns, "--", lookPath("sysctl"), "-q", "-w", "net.ipv4.tcp_migrate_req=1"},
 	}
 	for _, s := range steps {
 		if err := run(s[0], s[1:]...); err != nil {
