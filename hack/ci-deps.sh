@@ -15,11 +15,13 @@
 #   iptables                     the kubelet creates chains with it; clustertest
 #                                removes them when the last cluster stops
 #   iproute2                     ip: clustertest deletes the pod bridge with it
+#   util-linux, mount, procps   the multi-node cluster enters and makes node namespaces
+#                                (nsenter, unshare, mount) and sets a sysctl in each (sysctl)
 #   openssl                      certificate handling in developer scripts (the
 #                                rigs make their certificates in Go)
 set -euo pipefail
 
-pkgs=(runc containernetworking-plugins iptables iproute2 openssl)
+pkgs=(runc containernetworking-plugins iptables iproute2 util-linux mount procps openssl)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]

@@ -30,7 +30,7 @@ var multiBins = []string{"kube-proxy", "coredns"}
 func (c *Cluster) startMulti() error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	for _, tool := range []string{"nsenter", "unshare", "mount", "ip", "iptables"} {
+	for _, tool := range []string{"nsenter", "unshare", "mount", "ip", "iptables", "sysctl"} {
 		if lookPath(tool) == "" {
 			stopTest(c.t, "clustertest: no %s on PATH: run hack/ci-deps.sh", tool)
 		}
