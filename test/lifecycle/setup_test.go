@@ -1,0 +1,345 @@
+// Package lifecycle proves tagger the way operators run it: one `helm
+// install` of the chart on a real cluster of several nodes (each node its own
+// network, mount and cgroup namespaces, kube-proxy, CoreDNS), every tagger
+// part a pod under a kubelet, through pins, rollback, caching, new nodes,
+// upgrades, restarts and uninstall.
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/internal/rig/cluster"
+)
+
+const (
+	namespace = "tagger-system"
+	release   = "tagger"
+)
+
+// suite is one installed system: the cluster, the registries it pulls
+// from, and clients.
+type suite struct {
+	t       *testing.T
+	cl      *cluster.Cluster
+	c       client.Client
+	images  *rig.Registry // tagger's and the bundled registry's images
+	up      *rig.Registry // the upstream the Tags pin
+	strict  *rig.Registry // an upstream the agents treat as strict (no fallback)
+	helm    rig.HelmRunner
+	values  string // the values file of the install
+	started time.Time
+	// before is every node's certs.d before the install, by node name.
+	before map[string]map[string]string
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// newSuite starts a 3-node cluster and the registries, and records every
+// node's certs.d as it was before tagger.
+func newSuite(t *testing.T) *suite {
+	// The test's clients log nothing of their own.
+	ctrllog.SetLogger(logr.Discard())
+	cl := cluster.New(t, cluster.Options{Nodes: 3})
+	s := &suite{t: t, cl: cl, started: time.Now(), before: map[string]map[string]string{}}
+	s.images = rig.NewRegistry(t, rig.RegistryOptions{Host: cl.HostIP()})
+	s.up = rig.NewRegistry(t, rig.RegistryOptions{Host: cl.HostIP()})
+	s.strict = rig.NewRegistry(t, rig.RegistryOptions{Host: cl.HostIP()})
+	for _, r := range []*rig.Registry{s.images, s.up, s.strict} {
+		cl.UsePlainHTTP(r.Host())
+	}
+	for _, n := range cl.Nodes() {
+		s.before[n.Name()] = rig.SnapshotDir(t, n.HostsDir())
+	}
+	scheme, err := v1alpha1.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cl.Config(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.c = c
+	s.helm = rig.HelmRunner{Dir: repoRoot(), Home: t.TempDir(), Kubeconfig: cl.KubeconfigPath()}
+	// Runs before the cluster stops (cleanups run last-in first-out).
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dumpAgents()
+		}
+	})
+	return s
+}
+
+// dumpAgents logs every tagger pod's state and every agent's log.
+func (s *suite) dumpAgents() {
+	ctx := context.Background()
+	s.t.Logf("tagger pods:%s", strings.ReplaceAll(s.podStates(ctx), "; ", "\n  "))
+	pods, err := s.cl.Client().CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=node-agent"})
+	if err != nil {
+		return
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		out, err := s.cl.ContainerLog(p, p.Spec.Containers[0].Name)
+		if len(out) > 8<<10 {
+			out = out[len(out)-8<<10:]
+		}
+		s.t.Logf("agent %s on %s (restarts %v, log err %v):\n%s", p.Name, p.Spec.NodeName, restarts(p), err, out)
+	}
+}
+
+func restarts(p *corev1.Pod) int32 {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return 0
+	}
+	return p.Status.ContainerStatuses[0].RestartCount
+}
+
+func (s *suite) phase(format string, args ...any) {
+	s.t.Logf("%6.1fs %s", time.Since(s.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// pushTaggerImage pushes tagger's image as repo:tag to the images registry:
+// the static binaries at the Dockerfile's paths, its user and entrypoint.
+func (s *suite) pushTaggerImage(tag string) {
+	t := s.t
+	var files []cluster.File
+	for _, name := range []string{"controller", "node-agent", "kubectl-tag"} {
+		b, err := os.ReadFile(rig.Command(t, rig.Static, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, cluster.File{Path: "usr/local/bin/" + name, Mode: 0o755, Data: b})
+	}
+	cluster.PushImage(t, s.images, "tagger", tag, files,
+		ocispec.ImageConfig{User: "65532:65532", Entrypoint: []string{"/usr/local/bin/controller"}})
+}
+
+// pushRegistryImage pushes the distribution registry the rig runs as the
+// bundled registry's image (the chart runs `registry serve <config>`).
+func (s *suite) pushRegistryImage() {
+	t := s.t
+	b, err := os.ReadFile(filepath.Join(rig.RequireBins(t, "registry"), "registry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster.PushImage(t, s.images, "registry", "3",
+		[]cluster.File{{Path: "bin/registry", Mode: 0o755, Data: b}},
+		ocispec.ImageConfig{User: "65532:65532", Env: []string{"PATH=/bin"}, Entrypoint: []string{"registry"}})
+}
+
+// install runs `helm install` with what an operator of this cluster sets:
+// where the images are (an air-gapped mirror), which registries speak plain
+// HTTP, and the startup taint its node pools register with.
+func (s *suite) install(ctx context.Context, imageTag string) {
+	t := s.t
+	plain := []string{s.up.Host(), s.strict.Host()}
+	values, err := yaml.Marshal(map[string]any{
+		"image":      map[string]any{"repository": s.images.Host() + "/tagger", "tag": imageTag},
+		"controller": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text"},
+		"nodeAgent": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text",
+			"strictRegistries": []string{s.strict.Host()}},
+		"registry": map[string]any{"image": map[string]any{"repository": s.images.Host() + "/registry", "tag": "3"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.values = filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(s.values, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.helm.Run(ctx, "install", release, "deploy/chart/tagger", "--namespace", namespace,
+		"--create-namespace", "--values", s.values, "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	s.waitInstalled(ctx)
+}
+
+// waitInstalled waits until every tagger part runs: both controller
+// replicas, the bundled registry, an agent on every node.
+func (s *suite) waitInstalled(ctx context.Context) {
+	cs := s.cl.Client()
+	rig.WaitFor(s.t, 5*time.Minute, "every tagger part Ready", func() (bool, string) {
+		var state []string
+		ok := true
+		for _, name := range []string{release + "-controller", release + "-registry"} {
+			d, err := cs.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			want := ptr.Deref(d.Spec.Replicas, 1)
+			ok = ok && d.Status.ReadyReplicas == want && d.Status.UpdatedReplicas == want
+			state = append(state, fmt.Sprintf("%s %d/%d", name, d.Status.ReadyReplicas, want))
+		}
+		ds, err := cs.AppsV1().DaemonSets(namespace).Get(ctx, release+"-node-agent", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ok = ok && ds.Status.NumberReady == int32(len(s.cl.Nodes())) && ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled
+		state = append(state, fmt.Sprintf("agents %d/%d ready", ds.Status.NumberReady, len(s.cl.Nodes())))
+		return ok, strings.Join(state, ", ") + s.podStates(ctx)
+	})
+}
+
+// waitAgentsOn waits until every node runs exactly one agent pod, Ready, of
+// tagger's image tag.
+func (s *suite) waitAgentsOn(ctx context.Context, tag string) {
+	want := s.images.Host() + "/tagger:" + tag
+	rig.WaitFor(s.t, 5*time.Minute, "one Ready agent of "+want+" on every node", func() (bool, string) {
+		pods, err := s.cl.Client().CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=node-agent"})
+		if err != nil {
+			return false, err.Error()
+		}
+		nodes := map[string]int{}
+		ok := true
+		for _, p := range pods.Items {
+			nodes[p.Spec.NodeName]++
+			ok = ok && p.Spec.Containers[0].Image == want && podReady(&p)
+		}
+		for _, n := range s.cl.Nodes() {
+			ok = ok && nodes[n.Name()] == 1
+		}
+		return ok, fmt.Sprintf("%v%s", nodes, s.podStates(ctx))
+	})
+}
+
+// podStates describes the pods of the release, for wait messages.
+func (s *suite) podStates(ctx context.Context) string {
+	pods, err := s.cl.Client().CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "; " + err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "; %s on %s: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, cs := range p.Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil {
+				fmt.Fprintf(&b, " (%s: %s)", w.Reason, w.Message)
+			}
+		}
+	}
+	return b.String()
+}
+
+// spreadDeployment runs replicas pods of image, one per node, restartable
+// by the Tag's rollout.
+func spreadDeployment(name, image string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+							LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+							TopologyKey:   corev1.LabelHostname,
+						}},
+					}},
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+					Containers: []corev1.Container{{
+						Name: "app", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
+					}},
+				},
+			},
+		},
+	}
+}
+
+// waitPodsOn waits until the Deployment's pods are all Ready on digest, one
+// per node, and none other is left, and returns when the last of them
+// became Ready (the kubelet's condition time).
+func (s *suite) waitPodsOn(ctx context.Context, name, digest string, replicas int) time.Time {
+	cs := s.cl.Client()
+	var last time.Time
+	rig.WaitFor(s.t, 3*time.Minute, fmt.Sprintf("%d pods of %s Ready on %s", replicas, name, digest), func() (bool, string) {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil {
+			return false, err.Error()
+		}
+		ready, nodes := 0, map[string]bool{}
+		last = time.Time{}
+		var state []string
+		for _, p := range pods.Items {
+			id := ""
+			if len(p.Status.ContainerStatuses) > 0 {
+				id = p.Status.ContainerStatuses[0].ImageID
+			}
+			isReady := p.DeletionTimestamp == nil && podReady(&p) && strings.HasSuffix(id, digest)
+			if isReady {
+				ready++
+				nodes[p.Spec.NodeName] = true
+				if at := readySince(&p); at.After(last) {
+					last = at
+				}
+			}
+			state = append(state, fmt.Sprintf("%s on %s ready=%v imageID=%s", p.Name, p.Spec.NodeName, podReady(&p), id))
+		}
+		return ready == replicas && len(pods.Items) == replicas && len(nodes) == replicas, strings.Join(state, "; ")
+	})
+	return last
+}
+
+func readySince(p *corev1.Pod) time.Time {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// checkPolicyTypes waits until the controller-manager has type-checked the
+// chart's ValidatingAdmissionPolicy and fails on any expression warning: a
+// CEL expression that does not type-check against the Node schema would
+// deny or allow the wrong requests.
+func (s *suite) checkPolicyTypes(ctx context.Context) {
+	name := release + "-node-agent-startup-taint"
+	rig.WaitFor(s.t, 2*time.Minute, "policy "+name+" type-checked without warnings", func() (bool, string) {
+		p, err := s.cl.Client().AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if p.Status.ObservedGeneration != p.Generation || p.Status.TypeChecking == nil {
+			return false, "not type-checked yet"
+		}
+		if w := p.Status.TypeChecking.ExpressionWarnings; len(w) > 0 {
+			s.t.Fatalf("policy %s: expression warnings: %+v", name, w)
+		}
+		return true, ""
+	})
+}
