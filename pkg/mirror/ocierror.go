@@ -53,6 +53,8 @@ var (
 		"invalid tag")
 	errDigestInvalid = newOCIError(http.StatusBadRequest, "DIGEST_INVALID",
 		"invalid digest")
+	errRangeNotSatisfiable = newOCIError(http.StatusRequestedRangeNotSatisfiable, "SIZE_INVALID",
+		"the requested range starts beyond the end of the content")
 	errPinnedUnavailable = newOCIError(http.StatusServiceUnavailable, "UNAVAILABLE",
 		"the pinned manifest could not be read from the bundled registry or upstream")
 )
