@@ -79,3 +79,15 @@ func (e *ociError) write(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(e.body)
 	}
 }
+
+// ServerError renders an error net/http's server answers before the
+// handler runs (malformed request line, bad percent-escape, headers too
+// large) as OCI error JSON, for httplimits.RewriteErrors: such a request
+// never named anything the mirror serves, so the code is UNSUPPORTED.
+func ServerError(status int, text string) (string, []byte) {
+	const code = "UNSUPPORTED"
+	if text == "" {
+		text = http.StatusText(status)
+	}
+	return hdrJSON[0], newOCIError(status, code, "rejected before routing: "+text).body
+}

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/node/hoststoml"
@@ -172,7 +173,7 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 		return nil, err
 	}
 	// No overall timeout: strict registries stream whole layers through it.
-	up := registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-node-agent"})
+	up := registryclient.New(registryclient.Options{HTTPClient: httplimits.Upstream.HTTPClient(), PlainHTTP: plain, UserAgent: "tagger-node-agent"})
 	handler, err := mirror.New(mirror.Options{
 		Table:       a.table,
 		RegistryURL: o.RegistryURL,
@@ -185,7 +186,8 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("build mirror: %w", err)
 	}
-	a.servers = append(a.servers, served{&http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, a.mirrorLn, "mirror"})
+	mirrorLn := httplimits.RewriteErrors(httplimits.Mirror.Listener(a.mirrorLn), mirror.ServerError)
+	a.servers = append(a.servers, served{httplimits.Mirror.New(handler), mirrorLn, "mirror"})
 	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
 		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
 			return nil, err
@@ -258,7 +260,7 @@ func (a *Agent) listen(addr string, h http.Handler, name string) error {
 	if err != nil {
 		return fmt.Errorf("%s listen on %s: %w", name, addr, err)
 	}
-	a.servers = append(a.servers, served{&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, name})
+	a.servers = append(a.servers, served{httplimits.Probes.New(h), ln, name})
 	return nil
 }
 
