@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if o.MaxConcurrentCaches < 1 {
 		return fmt.Errorf("--max-concurrent-caches must be at least 1, got %d", o.MaxConcurrentCaches)
 	}
-	ctrl.SetLogger(logging.Logr(log))
+	logging.SetKubeLoggers(log)
 	// client-go's default (5/s, burst 10) would cap the controller at about
 	// five checks a second, whatever the upstream allows.
 	cfg = rest.CopyConfig(cfg)

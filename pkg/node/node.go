@@ -25,6 +25,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/httplimits"
+	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/node/hoststoml"
@@ -131,6 +132,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 // New builds the agent and binds its listeners (so ":0" addresses resolve
 // before hosts.toml names the mirror); Run starts it.
 func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) {
+	logging.SetKubeLoggers(log.WithField("component", "node-agent"))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	a = &Agent{
@@ -140,9 +142,11 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 			Help: "1 when the node's containerd config makes it read the hosts.toml files the agent writes, else 0."}),
 	}
 	reg.MustRegister(a.pinsGauge, a.hostsOK)
+	// "return nil, err" sets a to nil before this runs: close through self.
+	self := a
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			self.closeAll()
 		}
 	}()
 
