@@ -20,17 +20,17 @@ type counts [6]int
 
 // report collects what the probes saw.
 type report struct {
-	mu      sync.Mutex
-	order   []string
-	groups  map[string]*counts
-	fives   []string // the first few unexpected 5xx, for the report
-	nFives  int
+	mu     sync.Mutex
+	order  []string
+	groups map[string]*counts
+	fives  []string // the first few unexpected 5xx, for the report
+	nFives int
 	// protocol are the expected 5xx: Go's server answering 501/505 to a
 	// malformed request before any handler, and /readyz saying not ready.
 	protocol map[string]int
-	slow    []timing
-	idle    []timing
-	elapsed map[string]time.Duration
+	slow     []timing
+	idle     []timing
+	elapsed  map[string]time.Duration
 }
 
 func (r *report) add(group string, status int, what string) {
