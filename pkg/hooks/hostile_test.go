@@ -71,6 +71,14 @@ func TestGitHubUnauthorizedFirst(t *testing.T) {
 	if resp := r.do(signed); resp.status != http.StatusUnsupportedMediaType {
 		t.Errorf("signed, text/plain: %d, want 415", resp.status)
 	}
+	emptySigned := with(func(q *request) { q.body = ""; q.header["X-Hub-Signature-256"] = Signature(nil, testSecrets.GitHub) })
+	if resp := r.do(emptySigned); resp.status != http.StatusBadRequest || resp.body["error"] != "empty body" {
+		t.Errorf("signed, empty: %d %s, want 400 empty body", resp.status, resp.raw)
+	}
+	emptySigned.method = http.MethodGet
+	if resp := r.do(emptySigned); resp.status != http.StatusMethodNotAllowed {
+		t.Errorf("signed GET: %d, want 405", resp.status)
+	}
 	if r.checkCount() != 0 {
 		t.Errorf("%d checks requested", r.checkCount())
 	}

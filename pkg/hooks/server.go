@@ -240,15 +240,20 @@ func (s *Server) handleSigned(w http.ResponseWriter, r *http.Request, p *provide
 	if !strings.HasPrefix(sig, signaturePrefix) {
 		return unauthorized, nil
 	}
-	body, _, ok := readBody(w, r)
-	if !ok || !validSignature(sig, body, p.secret) {
-		// Too large, unreadable or empty bodies are not told apart: a
-		// caller without the secret learns nothing but 401.
+	body, rep, ok := readBody(w, r)
+	// A body too large to verify, or unreadable, is not told apart from a
+	// bad signature: a caller without the secret learns nothing but 401.
+	// An empty body is checked like any other (its signature may be valid).
+	empty := !ok && len(body) == 0 && rep.result == resultBadRequest
+	if (!ok && !empty) || !validSignature(sig, body, p.secret) {
 		return unauthorized, nil
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return failure(http.StatusMethodNotAllowed, resultMethodNotAllowed, "method not allowed"), nil
+	}
+	if empty {
+		return rep, nil
 	}
 	if !jsonContentType(r.Header.Get("Content-Type")) {
 		return failure(http.StatusUnsupportedMediaType, resultUnsupportedMedia, "Content-Type must be application/json"), nil

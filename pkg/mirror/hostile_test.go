@@ -2,9 +2,11 @@ package mirror
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,4 +265,86 @@ func TestRangeAnswers(t *testing.T) {
 			t.Errorf("logged %s: %s %v", e.Level, e.Message, e.Data)
 		}
 	}
+}
+
+// TestStreamOutlastsReadTimeout: a blob that takes longer to stream than
+// the server's read timeout (which bounds reading the request) arrives
+// whole: net/http's background read hitting that deadline must not cancel
+// the stream.
+func TestStreamOutlastsReadTimeout(t *testing.T) {
+	const chunks = 10
+	body := bytes.Repeat([]byte("x"), chunks*1024)
+	slow := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		for i := range chunks {
+			_, _ = w.Write(body[i*1024 : (i+1)*1024])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	reg := httptest.NewServer(slow)
+	defer reg.Close()
+	h, err := New(Options{Table: newTable(t, nginxPin), RegistryURL: reg.URL, StreamProgress: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := httplimits.Mirror
+	lim.ReadHeader, lim.Read = 200*time.Millisecond, 300*time.Millisecond
+	srv := lim.New(h)
+	go func() { _ = srv.Serve(lim.Listener(ln)) }()
+	defer func() { _ = srv.Close() }()
+	resp, got, err := getBody(t, http.MethodGet, "http://"+ln.Addr().String()+"/v2/library/nginx/blobs/"+digestOf(body)+"?ns=docker.io")
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
+		t.Fatalf("status %d, %d of %d bytes, err %v", resp.StatusCode, len(got), len(body), err)
+	}
+}
+
+// TestClientThatStopsReading: a client that asks for a large blob and
+// stops reading is dropped after StreamProgress; it does not hold the
+// handler, its buffer and the registry connection for ever.
+func TestClientThatStopsReading(t *testing.T) {
+	const size = 256 << 20 // far beyond socket buffers
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.Copy(w, io.LimitReader(zeros{}, size))
+	}))
+	defer reg.Close()
+	h, err := New(Options{Table: newTable(t, nginxPin), RegistryURL: reg.URL, StreamProgress: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serveMirror(t, h)
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	target := "/v2/library/nginx/blobs/sha256:" + strings.Repeat("0", 64) + "?ns=docker.io"
+	if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Not reading, for well over the bound: the server's writes block.
+	time.Sleep(2 * time.Second)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the connection open (%d bytes read)", n)
+	}
+	if n >= size {
+		t.Fatalf("read %d bytes: the whole blob, the server never gave up", n)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

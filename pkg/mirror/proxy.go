@@ -100,7 +100,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, resp *http.Resp
 	src := pooledReader{r: resp.Body}
 	if h.streamProgress > 0 {
 		// Closing the body unblocks a read from a source that stalls; the
-		// write deadline drops a client that stops reading.
+		// write deadline drops a client that stops reading. (The server's
+		// read timeout does not cut a long stream: net/http lifts the read
+		// deadline when its background read starts; TestStreamOutlastsReadTimeout.)
 		rc := http.NewResponseController(w)
 		stall := time.AfterFunc(h.streamProgress, func() { _ = resp.Body.Close() })
 		defer stall.Stop()
