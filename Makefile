@@ -8,7 +8,7 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build generate verify-generated testbin deps test unit lint demo clean bench bench-controller
+.PHONY: all build generate verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
 
 all: build
 
@@ -56,6 +56,17 @@ demo: testbin
 
 clean:
 	rm -rf $(BIN)
+
+## fuzz: every Go fuzz target (mirror routing, webhook parsers and signatures, the
+## hosts.toml reader) for FUZZTIME each; failing inputs land in testdata/fuzz as seeds
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+## probe: hostile requests, slow and idle connections and bursts against a node agent and
+## the webhook receivers, in-process on the real registry and apiserver (docs/hardening.md)
+probe: testbin
+	$(GO) run ./hack/probe
 
 ## bench: the node mirror against the distribution registry and a minimal server, and the
 ## bundled-registry copy against skopeo and crane (docs/benchmarks.md; apt-get install -y skopeo)

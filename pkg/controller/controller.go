@@ -33,6 +33,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/hooks"
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
@@ -120,7 +121,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if o.MaxConcurrentCaches < 1 {
 		return fmt.Errorf("--max-concurrent-caches must be at least 1, got %d", o.MaxConcurrentCaches)
 	}
-	ctrl.SetLogger(logging.Logr(log))
+	logging.SetKubeLoggers(log)
 	// client-go's default (5/s, burst 10) would cap the controller at about
 	// five checks a second, whatever the upstream allows.
 	cfg = rest.CopyConfig(cfg)
@@ -167,8 +168,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	}
 	// One check in flight per repository, a token bucket per registry, and a
 	// registry's Retry-After honoured for every Tag of that registry.
+	upstream := httplimits.Upstream
+	upstream.Total = o.UpstreamTimeout
 	resolver := ratelimit.New(registryclient.New(registryclient.Options{
-		HTTPClient: &http.Client{Timeout: o.UpstreamTimeout},
+		HTTPClient: upstream.HTTPClient(),
 		PlainHTTP:  plain,
 		UserAgent:  "tagger-controller",
 	}), ratelimit.Options{RegistryQPS: o.RegistryQPS, Burst: o.RegistryBurst, Metrics: metrics.Registry})
@@ -215,7 +218,7 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 		cacher.Copier = &imagecopy.Copier{
 			// No overall timeout: a layer streams within one request; the
 			// copy's context bounds it.
-			Upstream:      registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-controller"}),
+			Upstream:      registryclient.New(registryclient.Options{HTTPClient: httplimits.Upstream.HTTPClient(), PlainHTTP: plain, UserAgent: "tagger-controller"}),
 			Registry:      strings.TrimRight(o.RegistryURL, "/"),
 			MaxConcurrent: o.MaxConcurrentCopies,
 			Metrics:       copyMetrics(),
@@ -289,8 +292,8 @@ func addWebhooks(ctx context.Context, mgr manager.Manager, o Options, log *logru
 	if err != nil {
 		return fmt.Errorf("webhook listen on %s: %w", o.WebhookAddr, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
-	return mgr.Add(webhookServer{hs, ln})
+	hs := httplimits.Webhooks.New(srv.Handler())
+	return mgr.Add(webhookServer{hs, httplimits.RewriteErrors(ln, hooks.ServerError)})
 }
 
 // readWebhookSecrets reads the webhook Secret by name (uncached: the

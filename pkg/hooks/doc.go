@@ -31,7 +31,19 @@
 // untagged push); 400 malformed or incomplete payload; 401 bad token or
 // signature; 404 unknown or disabled provider, or no Tag pins the image; 405
 // not POST; 413 body over 1 MiB; 415 not application/json; 500 the Tag cache
-// failed. Errors are {"error": "..."}; nothing changes on any error.
+// failed. Errors are {"error": "..."}, repeating at most 256 bytes of any
+// payload field (the log line too); nothing changes on any error.
+//
+// GitHub signs the body, so its receiver reads the body (at most 1 MiB) and
+// checks X-Hub-Signature-256 before anything else: without a valid
+// signature every answer is 401, whatever the method, content type, size or
+// content. An authenticated GitHub or Harbor delivery already processed is
+// answered 200 {"ignored": "delivery already received"} and checks nothing,
+// however late it comes (replay memory of the last 32768 deliveries, by
+// X-GitHub-Delivery and by body hash; see replayKeys for why the body and
+// why not Docker Hub, Quay or generic). Warnings about unauthenticated
+// deliveries are rate limited (5, then one per 10s, the number held back
+// in the next line and in tagger_webhook_log_suppressed_total).
 //
 // Secrets are compared in constant time and never logged or used as metric
 // labels; logs carry the provider and the image, never the request path.

@@ -19,7 +19,10 @@ const (
 	resultTooLarge         result = "too_large"
 	resultUnsupportedMedia result = "unsupported_media_type"
 	resultMethodNotAllowed result = "method_not_allowed"
-	resultError            result = "error"
+	// resultReplayed: an authenticated delivery seen before (200, nothing
+	// checked).
+	resultReplayed result = "replayed"
+	resultError    result = "error"
 )
 
 // providerUnknown labels deliveries to a path that names no provider, so a
@@ -47,6 +50,9 @@ type metrics struct {
 	checks    *prometheus.CounterVec
 	pending   prometheus.Gauge
 	callbacks *prometheus.CounterVec
+	// logsSuppressed counts warnings about unauthenticated deliveries not
+	// logged because of the rate limit.
+	logsSuppressed prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them on reg when not nil:
@@ -54,11 +60,14 @@ type metrics struct {
 //   - tagger_webhook_check_requests_total{provider,result}: annotation patches
 //   - tagger_webhook_pending_checks: Tags waiting for their coalescing window
 //   - tagger_webhook_callbacks_total{result}: Docker Hub callbacks
+//   - tagger_webhook_log_suppressed_total: unauthorized-delivery warnings
+//     held back by the log rate limit (every delivery is still counted in
+//     tagger_webhooks_total)
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagger_webhooks_total",
-			Help: "Registry webhook deliveries by provider and result (accepted, unauthorized, bad_request, not_found, too_large, unsupported_media_type, method_not_allowed, error).",
+			Help: "Registry webhook deliveries by provider and result (accepted, replayed, unauthorized, bad_request, not_found, too_large, unsupported_media_type, method_not_allowed, error).",
 		}, []string{"provider", "result"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagger_webhook_check_requests_total",
@@ -72,9 +81,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tagger_webhook_callbacks_total",
 			Help: "Docker Hub callbacks by result (sent, failed, refused, dropped).",
 		}, []string{"result"}),
+		logsSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagger_webhook_log_suppressed_total",
+			Help: "Warnings about unauthenticated webhook deliveries not logged because of the log rate limit (5, then one per 10s).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.webhooks, m.checks, m.pending, m.callbacks} {
+		for _, c := range []prometheus.Collector{m.webhooks, m.checks, m.pending, m.callbacks, m.logsSuppressed} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if errors.As(err, &are) {

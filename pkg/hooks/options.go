@@ -52,8 +52,8 @@ type Options struct {
 	// port ("127.0.0.1:8443") matches exactly. Tests use it; production should
 	// leave it unset.
 	DockerHubCallbackHosts []string
-	// HTTPClient sends Docker Hub callbacks. Default: a client with a 10s
-	// timeout. It is copied and its redirect policy replaced by "never follow".
+	// HTTPClient sends Docker Hub callbacks. Default: one with
+	// httplimits.Callback's timeouts. It is copied and its redirect policy replaced by "never follow".
 	HTTPClient *http.Client
 	// Registries maps providers to registry hosts. Zero fields take the
 	// public defaults (docker.io, quay.io, ghcr.io).

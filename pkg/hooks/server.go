@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -60,6 +61,11 @@ type Server struct {
 	callbackSlots  chan struct{}
 	callbackWG     sync.WaitGroup
 
+	// seen remembers deliveries already processed (replayKeys).
+	seen *replayMemory
+	// authLog bounds the warnings about unauthenticated deliveries.
+	authLog *logLimiter
+
 	running  atomic.Bool
 	lastNano atomic.Int64
 }
@@ -91,7 +97,7 @@ func New(o Options) (*Server, error) {
 	if len(hosts) == 0 {
 		hosts = DefaultDockerHubCallbackHosts
 	}
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := httplimits.Callback.HTTPClient()
 	if o.HTTPClient != nil {
 		c := *o.HTTPClient
 		hc = &c
@@ -110,6 +116,8 @@ func New(o Options) (*Server, error) {
 		callbackHosts:  hosts,
 		callbackClient: hc,
 		callbackSlots:  make(chan struct{}, maxCallbacksInFlight),
+		seen:           newReplayMemory(maxSeenDeliveries),
+		authLog:        newLogLimiter(10*time.Second, 5),
 	}
 	s.registries = o.Registries.withDefaults()
 	s.SetSecrets(o.Secrets)
@@ -184,8 +192,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // handle authenticates, reads and parses one delivery and queues its checks.
 // Authentication comes before anything that would tell a caller without the
-// secret more than "401".
+// secret more than "401"; for GitHub, whose secret signs the body, that
+// means reading the body (bounded) and checking the signature before the
+// method, the content type or the size is judged.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, p *provider, token string, hasToken bool) (reply, *event) {
+	if p.auth == authHMAC {
+		return s.handleSigned(w, r, p, hasToken)
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return failure(http.StatusMethodNotAllowed, resultMethodNotAllowed, "method not allowed"), nil
@@ -193,18 +206,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, p *provider, tok
 	switch p.auth {
 	case authURLToken:
 		if !secretEqual(token, p.secret) {
-			return failure(http.StatusUnauthorized, resultUnauthorized, "unauthorized"), nil
+			return unauthorized, nil
 		}
 	case authHeader:
 		if hasToken {
 			return failure(http.StatusNotFound, resultNotFound, "not found"), nil
 		}
 		if !secretEqual(r.Header.Get("Authorization"), p.secret) {
-			return failure(http.StatusUnauthorized, resultUnauthorized, "unauthorized"), nil
-		}
-	case authHMAC:
-		if hasToken {
-			return failure(http.StatusNotFound, resultNotFound, "not found"), nil
+			return unauthorized, nil
 		}
 	}
 	if !jsonContentType(r.Header.Get("Content-Type")) {
@@ -214,28 +223,73 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, p *provider, tok
 	if !ok {
 		return rep, nil
 	}
-	if p.auth == authHMAC && !validSignature(r.Header.Get("X-Hub-Signature-256"), body, p.secret) {
-		return failure(http.StatusUnauthorized, resultUnauthorized, "unauthorized"), nil
+	return s.accept(r, p, body)
+}
+
+// unauthorized is the one answer to a delivery that fails authentication.
+var unauthorized = failure(http.StatusUnauthorized, resultUnauthorized, "unauthorized")
+
+// handleSigned is handle for GitHub: nothing but a valid signature over the
+// body gets an answer other than 401 (a path with a token is a 404, as for
+// any provider that takes none). A replayed body is recognised after that.
+func (s *Server) handleSigned(w http.ResponseWriter, r *http.Request, p *provider, hasToken bool) (reply, *event) {
+	if hasToken {
+		return failure(http.StatusNotFound, resultNotFound, "not found"), nil
 	}
+	sig := r.Header.Get("X-Hub-Signature-256")
+	if !strings.HasPrefix(sig, signaturePrefix) {
+		return unauthorized, nil
+	}
+	body, rep, ok := readBody(w, r)
+	// A body too large to verify, or unreadable, is not told apart from a
+	// bad signature: a caller without the secret learns nothing but 401.
+	// An empty body is checked like any other (its signature may be valid).
+	empty := !ok && len(body) == 0 && rep.result == resultBadRequest
+	if (!ok && !empty) || !validSignature(sig, body, p.secret) {
+		return unauthorized, nil
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return failure(http.StatusMethodNotAllowed, resultMethodNotAllowed, "method not allowed"), nil
+	}
+	if empty {
+		return rep, nil
+	}
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		return failure(http.StatusUnsupportedMediaType, resultUnsupportedMedia, "Content-Type must be application/json"), nil
+	}
+	return s.accept(r, p, body)
+}
+
+// accept parses an authenticated body, refuses a replay and queues the
+// checks it asks for.
+func (s *Server) accept(r *http.Request, p *provider, body []byte) (reply, *event) {
 	ev, err := p.parse(r.Header, body)
 	if err != nil {
 		if isPayloadError(err) {
-			return failure(http.StatusBadRequest, resultBadRequest, err.Error()), nil
+			return failure(http.StatusBadRequest, resultBadRequest, clip(err.Error())), nil
 		}
 		return failure(http.StatusInternalServerError, resultError, "internal error"), nil
 	}
 	if ev.ignored != "" {
+		ev.ignored = clip(ev.ignored)
 		return reply{status: http.StatusOK, result: resultAccepted, body: acceptedBody{Ignored: ev.ignored}, msg: "ignored: " + ev.ignored}, &ev
+	}
+	sum := sha256.Sum256(body)
+	keys := s.replayKeys(p, r.Header, sum)
+	if len(keys) > 0 && !s.seen.add(keys...) {
+		return reply{status: http.StatusOK, result: resultReplayed, body: acceptedBody{Ignored: "delivery already received"}, msg: "replayed delivery ignored"}, &ev
 	}
 	names, err := s.matchingTags(r.Context(), ev.refs)
 	if err != nil {
+		// Not processed: a redelivery must be, so it is not a replay.
+		s.seen.remove(keys...)
 		s.log.WithError(err).WithField("provider", p.name).Error("list Tags for webhook")
 		return failure(http.StatusInternalServerError, resultError, "internal error"), &ev
 	}
 	if len(names) == 0 {
-		return failure(http.StatusNotFound, resultNotFound, "no Tag pins "+refList(ev.refs)), &ev
+		return failure(http.StatusNotFound, resultNotFound, clip("no Tag pins "+refList(ev.refs))), &ev
 	}
-	sum := sha256.Sum256(body)
 	s.queue.add(names, p.name, string(sum[:]), time.Now())
 	return reply{status: http.StatusAccepted, result: resultAccepted, body: acceptedBody{Checks: len(names)}, msg: "checks queued"}, &ev
 }
@@ -262,7 +316,15 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, provider string,
 	case rep.status >= 500:
 		entry.Error("webhook: " + rep.msg)
 	case rep.status == http.StatusUnauthorized:
-		entry.Warn("webhook: " + rep.msg)
+		// Anyone can send these: a cheap log flood without a bound.
+		if ok, suppressed := s.authLog.allow(time.Now()); ok {
+			if suppressed > 0 {
+				entry = entry.WithField("suppressed", suppressed)
+			}
+			entry.Warn("webhook: " + rep.msg)
+		} else {
+			s.metrics.logsSuppressed.Inc()
+		}
 	case rep.status >= 400:
 		entry.Info("webhook refused: " + rep.msg)
 	default:
@@ -371,4 +433,15 @@ func refList(refs []pins.Reference) string {
 		parts = append(parts, r.String())
 	}
 	return strings.Join(parts, ", ")
+}
+
+// ServerError renders an error net/http's server answers before the
+// handler runs (malformed request line, headers too large) in the
+// receivers' own error format, for httplimits.RewriteErrors.
+func ServerError(status int, text string) (string, []byte) {
+	if text == "" {
+		text = http.StatusText(status)
+	}
+	body, _ := json.Marshal(errorBody{Error: text})
+	return "application/json", append(body, '\n')
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/sirupsen/logrus"
+	"k8s.io/klog/v2"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // New returns a logger writing format ("text" or "json") at level to w.
@@ -88,4 +90,15 @@ func (s *sink) with(kv []any) *logrus.Entry {
 		f["EXTRA"] = kv[len(kv)-1]
 	}
 	return s.entry.WithFields(f)
+}
+
+// SetKubeLoggers sends what controller-runtime and client-go log (klog)
+// through l, for processes that use either: without it controller-runtime
+// drops its lines and, after 30 seconds, prints a "log.SetLogger(...) was
+// never called" stack, and client-go's errors (a failed watch, a refused
+// list) reach stderr in klog's own format or nowhere.
+func SetKubeLoggers(l logrus.FieldLogger) {
+	lr := Logr(l)
+	crlog.SetLogger(lr)
+	klog.SetLogger(lr.WithName("client-go"))
 }

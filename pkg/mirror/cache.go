@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // DefaultManifestCacheBytes bounds the manifest cache when
@@ -193,36 +192,4 @@ func (c *manifestCache) pushFront(e *cacheEntry) {
 	e.prev, e.next = &c.lru, c.lru.next
 	c.lru.next.prev = e
 	c.lru.next = e
-}
-
-// acceptable reports whether the distribution registry would send a
-// manifest of mediaType by digest to a request with this Accept: an OCI
-// image manifest or index only when Accept names its media type ("*/*" is
-// not enough), anything else always. No Accept at all counts as accepting
-// everything, because the mirror then asks the registry with the four
-// manifest types (defaultAccept). The cache answers only what the registry
-// would have answered; otherwise the request takes the registry path.
-func acceptable(accept []string, mediaType string) bool {
-	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
-		mediaType = strings.TrimSpace(mediaType[:i])
-	}
-	if mediaType != ocispec.MediaTypeImageIndex && mediaType != ocispec.MediaTypeImageManifest {
-		return true
-	}
-	if len(accept) == 0 {
-		return true
-	}
-	for _, line := range accept {
-		for line != "" {
-			var item string
-			item, line, _ = strings.Cut(line, ",")
-			if i := strings.IndexByte(item, ';'); i >= 0 {
-				item = item[:i]
-			}
-			if strings.EqualFold(strings.TrimSpace(item), mediaType) {
-				return true
-			}
-		}
-	}
-	return false
 }

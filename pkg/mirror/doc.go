@@ -23,12 +23,20 @@
 // from and only if it was read from the bundled registry (or, for a strict
 // registry, from the upstream by digest); bytes a pinned tag's GET fetched
 // from the upstream of an ordinary registry serve that tag only, so by
-// digest they are still a 404 that sends containerd upstream. distribution's
-// Accept rule is kept: an OCI image manifest or index is answered from the
-// cache only when the request's Accept names its media type ("*/*" alone is
-// not enough; no Accept at all is, since the mirror then asks with every
-// manifest type); Docker media types always. Any other request takes the
-// registry path unchanged. A GET by digest that misses reads the manifest
+// digest they are still a 404 that sends containerd upstream.
+//
+// Accept: a manifest addressed by digest, or a pinned tag, has exactly one
+// right answer, so the client's Accept never changes it. The mirror asks the
+// bundled registry (and the upstream) with every manifest type, whatever the
+// client sent (distribution answers 404 to an OCI manifest whose type the
+// Accept does not name, which made "*/*", text/html or Docker-only clients
+// miss the cache and go upstream), and the cache answers any Accept.
+// Content-Type is always the manifest's own media type (for a pinned tag,
+// the pin's): the bytes cannot be converted without changing the digest,
+// and the OCI distribution spec lets a registry answer with the stored type;
+// a client that cannot parse it fails as it would on such a registry, which
+// is better than a 404 that sends it to an unpinned upstream. A request the
+// cache cannot answer takes the registry path. A GET by digest that misses reads the manifest
 // whole (when its Content-Length is within the per-entry bound), checks it,
 // caches it, then sends it; bytes that do not hash to the digest get a 404
 // and are never sent. Concurrent misses of one manifest are collapsed into
@@ -54,8 +62,18 @@
 //     unit, malformed) is ignored and the whole content is served with 200,
 //     as RFC 9110 section 14.2 allows; containerd only sends "bytes=N-" and
 //     copes with a 200 by discarding up to its offset.
+//   - A single range that starts at or beyond the end of content the bundled
+//     registry has is answered 416 SIZE_INVALID with the registry's
+//     "Content-Range: bytes */<size>", without a warning (the client's
+//     mistake). "bytes=-0" (a suffix of nothing) is ignored like any other
+//     unsatisfiable-by-definition range: 200 with the whole content, never
+//     the 206 "bytes N-(N-1)/N" Go's http.ServeContent would send.
 //   - A pinned tag whose bytes cannot be produced on GET is answered 503, not
 //     404 (see serveManifestGET).
+//   - Streams are bounded by progress, not length: a source that sends no
+//     chunk, or a client that takes no chunk, for Options.StreamProgress
+//     drops both connections; a pinned manifest's read from the upstream is
+//     bounded whole (Options.UpstreamTimeout). pkg/httplimits has the values.
 //
 // Names: ns is mapped with pins.RegistryFromNS (registry-1.docker.io and
 // index.docker.io are docker.io; ports are kept, "localhost%3A5000" is

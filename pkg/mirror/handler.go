@@ -22,6 +22,10 @@ type Handler struct {
 	cache    *manifestCache // nil: disabled
 	log      logrus.FieldLogger
 	debug    func() bool
+	// upstreamTimeout bounds a pinned manifest's read from the upstream.
+	upstreamTimeout time.Duration
+	// streamProgress bounds each chunk of a streamed body (0: no bound).
+	streamProgress time.Duration
 }
 
 // ServeHTTP answers one request (see the package documentation).

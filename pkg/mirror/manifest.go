@@ -20,9 +20,12 @@ import (
 // maxManifestSize bounds what is read of a manifest, as containerd does.
 const maxManifestSize = 4 << 20
 
-// Manifest media types, and the Accept sent when containerd sent none:
+// Manifest media types, and the Accept the mirror sends the bundled
+// registry and the upstream for every manifest, whatever the client sent:
 // distribution answers 404 to a GET of an OCI manifest whose Accept does not
-// name it (only "*/*", or nothing).
+// name its type ("*/*", only Docker types), but a manifest addressed by
+// digest, or a pinned tag, has exactly one right answer, so the client's
+// Accept is not passed on (see the package documentation).
 const (
 	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -79,12 +82,11 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 		errPinnedUnavailable.write(w, r)
 		return resultError
 	}
-	reqAccept := r.Header.Values("Accept")
 	if h.cache != nil {
 		key := cacheKey{p.Ref.Registry, p.Ref.Repository, p.Digest}
 		// The bytes already hash to the pinned digest; they must also have
 		// the pinned size, as verify requires of any other source.
-		e, release := h.lookup(r.Context(), key, reqAccept, true, func(e *cacheEntry) bool {
+		e, release := h.lookup(r.Context(), key, true, func(e *cacheEntry) bool {
 			return p.Size <= 0 || int64(len(e.body)) == p.Size
 		})
 		if e != nil {
@@ -94,11 +96,7 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 			defer release()
 		}
 	}
-	accept, acceptHdr := reqAccept, reqAccept
-	if len(accept) == 0 {
-		accept, acceptHdr = defaultAccept, defaultAcceptHeader
-	}
-	body, mediaType, err := h.pinnedManifest(r.Context(), p, accept, acceptHdr)
+	body, mediaType, err := h.pinnedManifest(r.Context(), p)
 	if err != nil {
 		if r.Context().Err() == nil {
 			h.log.WithError(err).WithField("pin", p.Ref.String()).Warn("pinned manifest not served; answered 503")
@@ -109,19 +107,18 @@ func (h *Handler) serveManifestGET(w http.ResponseWriter, r *http.Request, p *pi
 	return h.writePinnedManifest(w, p, body, mediaType, nil)
 }
 
-// lookup asks the manifest cache for key on behalf of a request with this
-// Accept, and counts one hit or one miss. An entry answers only what the
-// bundled registry would have: the Accept must admit the media type the
-// registry reported (see acceptable), and ok must agree. On a miss, a
+// lookup asks the manifest cache for key, and counts one hit or one miss.
+// An entry answers only when ok agrees (whatever the request's Accept: the
+// digest names one manifest, see the package documentation). On a miss, a
 // request that will fill the cache (fill) claims the key: release is then
 // not nil and must be called when the fetch is over. If another request was
 // already fetching the same manifest, lookup waits for it and looks again.
-func (h *Handler) lookup(ctx context.Context, key cacheKey, accept []string, fill bool, ok func(*cacheEntry) bool) (e *cacheEntry, release func()) {
+func (h *Handler) lookup(ctx context.Context, key cacheKey, fill bool, ok func(*cacheEntry) bool) (e *cacheEntry, release func()) {
 	e = h.cache.get(key)
 	if e == nil && fill {
 		e, release = h.cache.claim(ctx, key)
 	}
-	if e != nil && acceptable(accept, e.mediaType) && (ok == nil || ok(e)) {
+	if e != nil && (ok == nil || ok(e)) {
 		h.metrics.cacheHits.Inc()
 		return e, nil
 	}
@@ -163,12 +160,12 @@ func (h *Handler) writePinnedManifest(w http.ResponseWriter, p *pins.Pin, body [
 // pinnedManifest returns the verified bytes of the pin's manifest and their
 // media type: from the bundled registry, else from the upstream. Verified
 // bytes go into the manifest cache.
-func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, acceptHdr []string) ([]byte, string, error) {
+func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin) ([]byte, string, error) {
 	dgst := digest.Digest(p.Digest)
 	key := cacheKey{p.Ref.Registry, p.Ref.Repository, p.Digest}
 	bundledErr := errNoRegistry
 	if h.bundled != nil {
-		body, ct, err := h.bundledManifest(ctx, p, acceptHdr)
+		body, ct, err := h.bundledManifest(ctx, p)
 		if err == nil {
 			err = verify(body, dgst, p.Size)
 		}
@@ -187,7 +184,11 @@ func (h *Handler) pinnedManifest(ctx context.Context, p *pins.Pin, accept, accep
 	if h.upstream == nil {
 		return nil, "", fmt.Errorf("%s@%s: %w, and no upstream fetcher", p.Ref.Name(), p.Digest, bundledErr)
 	}
-	body, mt, err := h.upstream.FetchManifest(ctx, p.Ref, dgst, accept)
+	// A pinned tag's GET waits on this read; a peer that stalls must not
+	// hold it past the bound (the transport bounds only the headers).
+	uctx, cancel := context.WithTimeout(ctx, h.upstreamTimeout)
+	defer cancel()
+	body, mt, err := h.upstream.FetchManifest(uctx, p.Ref, dgst, defaultAccept)
 	if err == nil {
 		err = verify(body, dgst, p.Size)
 	}
@@ -213,11 +214,11 @@ var (
 )
 
 // bundledManifest reads the pinned manifest by digest from the bundled
-// registry, forwarding containerd's Accept; it returns the body and the
+// registry, accepting every manifest type; it returns the body and the
 // registry's Content-Type.
-func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin, accept []string) ([]byte, string, error) {
+func (h *Handler) bundledManifest(ctx context.Context, p *pins.Pin) ([]byte, string, error) {
 	dgst := digest.Digest(p.Digest)
-	resp, err := h.bundled.Open(ctx, http.MethodGet, p.Ref.CacheRepository(), "manifests", dgst, accept, "", userAgent)
+	resp, err := h.bundled.Open(ctx, http.MethodGet, p.Ref.CacheRepository(), "manifests", dgst, defaultAcceptHeader, "", userAgent)
 	if err != nil {
 		return nil, "", err
 	}

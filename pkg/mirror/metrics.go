@@ -44,11 +44,15 @@ const (
 	resultBadRequest
 	// resultMethodNotAllowed: anything but GET and HEAD (405).
 	resultMethodNotAllowed
+	// resultRangeNotSatisfiable: content of a pinned repository asked for
+	// with a range that starts at or beyond its end (416).
+	resultRangeNotSatisfiable
 	numResults
 )
 
 var resultNames = [numResults]string{
 	"pinned_hit", "unpinned_miss", "upstream_fallback_404", "error", "ok", "bad_request", "method_not_allowed",
+	"range_not_satisfiable",
 }
 
 // Metrics are the mirror's Prometheus metrics. Every label combination is

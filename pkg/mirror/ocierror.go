@@ -53,6 +53,8 @@ var (
 		"invalid tag")
 	errDigestInvalid = newOCIError(http.StatusBadRequest, "DIGEST_INVALID",
 		"invalid digest")
+	errRangeNotSatisfiable = newOCIError(http.StatusRequestedRangeNotSatisfiable, "SIZE_INVALID",
+		"the requested range starts beyond the end of the content")
 	errPinnedUnavailable = newOCIError(http.StatusServiceUnavailable, "UNAVAILABLE",
 		"the pinned manifest could not be read from the bundled registry or upstream")
 )
@@ -76,4 +78,16 @@ func (e *ociError) write(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(e.body)
 	}
+}
+
+// ServerError renders an error net/http's server answers before the
+// handler runs (malformed request line, bad percent-escape, headers too
+// large) as OCI error JSON, for httplimits.RewriteErrors: such a request
+// never named anything the mirror serves, so the code is UNSUPPORTED.
+func ServerError(status int, text string) (string, []byte) {
+	const code = "UNSUPPORTED"
+	if text == "" {
+		text = http.StatusText(status)
+	}
+	return hdrJSON[0], newOCIError(status, code, "rejected before routing: "+text).body
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
@@ -47,8 +47,8 @@ type Options struct {
 	Content ContentOpener
 	// Strict reports the registries whose hosts.toml names only the mirror.
 	Strict func(registry string) bool
-	// HTTPClient talks to the bundled registry; nil means a client with
-	// short dial and header timeouts (see defaultClient). It should follow
+	// HTTPClient talks to the bundled registry; nil means one with
+	// httplimits.InCluster's timeouts. It should follow
 	// redirects, as http.Client does by default: a 3xx it returns is
 	// answered 404, never passed on.
 	HTTPClient *http.Client
@@ -59,6 +59,14 @@ type Options struct {
 	// are counted, not the few hundred bytes of bookkeeping per entry; a
 	// manifest larger than an eighth of the bound is not cached.
 	ManifestCacheBytes int64
+	// UpstreamTimeout bounds reading a pinned manifest from Upstream, body
+	// included; 0 means httplimits.UpstreamManifest.
+	UpstreamTimeout time.Duration
+	// StreamProgress is how long a streamed manifest or blob may go without
+	// a chunk read from the registry and written to the client before both
+	// connections are dropped; 0 means httplimits.Mirror.StreamProgress,
+	// negative no bound.
+	StreamProgress time.Duration
 	// Metrics, if nil, are created unregistered.
 	Metrics *Metrics
 	// Log, if nil, discards.
@@ -95,7 +103,9 @@ func New(o Options) (*Handler, error) {
 		}
 		hc := o.HTTPClient
 		if hc == nil {
-			hc = defaultClient()
+			// No overall timeout: a large blob may stream for long; the
+			// request's context ends it when containerd goes away.
+			hc = httplimits.InCluster.HTTPClient()
 		}
 		if h.bundled, err = registryclient.NewEndpoint(strings.TrimRight(u.String(), "/"), hc); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)
@@ -114,22 +124,17 @@ func New(o Options) (*Handler, error) {
 		h.log = l
 	}
 	h.debug = debugEnabled(h.log)
+	h.upstreamTimeout = o.UpstreamTimeout
+	if h.upstreamTimeout <= 0 {
+		h.upstreamTimeout = httplimits.UpstreamManifest
+	}
+	switch h.streamProgress = o.StreamProgress; {
+	case h.streamProgress == 0:
+		h.streamProgress = httplimits.Mirror.StreamProgress
+	case h.streamProgress < 0:
+		h.streamProgress = 0
+	}
 	return h, nil
-}
-
-// defaultClient is for a registry in the same cluster: connecting must be
-// quick (containerd waits on us before trying upstream), streaming a large
-// blob must not be cut off, so there is no overall timeout; the request's
-// context ends it when containerd goes away.
-func defaultClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	t.ResponseHeaderTimeout = 30 * time.Second
-	t.MaxIdleConnsPerHost = 32
-	// Content is addressed by digest; transparent gunzip would change bytes
-	// and lengths.
-	t.DisableCompression = true
-	return &http.Client{Transport: t}
 }
 
 // debugEnabled returns a cheap check of whether debug logs would be written,

@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
@@ -68,9 +70,19 @@ func (h *Handler) open(r *http.Request, k kind, repo pins.Reference, dgst string
 	return resp, res
 }
 
-// stream sends an accepted response (200 or 206) to containerd.
+// stream sends an accepted response (200 or 206, or 416 for a range past
+// the end) to containerd.
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, resp *http.Response, repo pins.Reference, dgst string) result {
 	hd := w.Header()
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable {
+		// distribution's 416 body is Go's plain text; ours is OCI JSON,
+		// with the registry's "bytes */<size>".
+		if v := resp.Header.Get("Content-Range"); strings.HasPrefix(v, "bytes */") {
+			hd["Content-Range"] = []string{v}
+		}
+		errRangeNotSatisfiable.write(w, r)
+		return resultRangeNotSatisfiable
+	}
 	for _, name := range passHeaders {
 		if v := resp.Header.Values(name); len(v) > 0 {
 			hd[name] = v
@@ -85,6 +97,23 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, resp *http.Resp
 	}
 	var n int64
 	var err error
+	src := pooledReader{r: resp.Body}
+	if h.streamProgress > 0 {
+		// Closing the body unblocks a read from a source that stalls; the
+		// write deadline drops a client that stops reading. (The server's
+		// read timeout does not cut a long stream: net/http lifts the read
+		// deadline when its background read starts; TestStreamOutlastsReadTimeout.)
+		rc := http.NewResponseController(w)
+		stall := time.AfterFunc(h.streamProgress, func() { _ = resp.Body.Close() })
+		defer stall.Stop()
+		src.progress = func() {
+			stall.Reset(h.streamProgress)
+			_ = rc.SetWriteDeadline(time.Now().Add(h.streamProgress))
+		}
+		src.progress()
+		// The next request on this connection must not inherit it.
+		defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	}
 	if rf, ok := w.(io.ReaderFrom); ok {
 		// net/http's ResponseWriter: after the headers it copies straight
 		// to the connection (the TCP conn's ReadFrom). Writing through it
@@ -94,9 +123,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, resp *http.Resp
 		// (docs/benchmarks.md). The length is safe: a fixed Content-Length
 		// was set from the registry's, whose body reader stops there.
 		// pooledReader makes that copy use the pooled buffer.
-		n, err = rf.ReadFrom(pooledReader{resp.Body})
+		n, err = rf.ReadFrom(src)
 	} else {
-		n, err = pooledReader{resp.Body}.WriteTo(w)
+		n, err = src.WriteTo(w)
 	}
 	h.metrics.addBytes(n)
 	if err != nil {
@@ -119,7 +148,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, resp *http.Resp
 func (h *Handler) proxyManifest(w http.ResponseWriter, r *http.Request, repo pins.Reference, dgst string) result {
 	key := cacheKey{repo.Registry, repo.Repository, dgst}
 	get := r.Method == http.MethodGet
-	e, release := h.lookup(r.Context(), key, r.Header.Values("Accept"), get, func(e *cacheEntry) bool { return e.byDigest })
+	e, release := h.lookup(r.Context(), key, get, func(e *cacheEntry) bool { return e.byDigest })
 	if e != nil {
 		return h.writeCached(w, r, e)
 	}
@@ -140,6 +169,10 @@ func (h *Handler) proxyManifest(w http.ResponseWriter, r *http.Request, repo pin
 		return h.log.WithFields(logrus.Fields{"repository": repo.Name(), "digest": dgst})
 	}
 	body := make([]byte, resp.ContentLength)
+	if h.streamProgress > 0 {
+		stall := time.AfterFunc(h.streamProgress, func() { _ = resp.Body.Close() })
+		defer stall.Stop()
+	}
 	if _, err := io.ReadFull(resp.Body, body); err != nil {
 		if r.Context().Err() == nil {
 			log().WithError(err).Warn("reading a manifest failed; containerd will fetch it upstream")
@@ -187,13 +220,11 @@ func (h *Handler) openBundled(r *http.Request, k kind, cacheRepo, dgst string) (
 	if h.bundled == nil {
 		return nil, resultUpstreamFallback404
 	}
-	kindSeg := "blobs"
-	accept := r.Header.Values("Accept")
+	// A blob ignores Accept; a manifest by digest is asked for with every
+	// manifest type, whatever the client accepts (see defaultAccept).
+	kindSeg, accept := "blobs", []string(nil)
 	if k == kindManifestDigest {
-		kindSeg = "manifests"
-		if len(accept) == 0 {
-			accept = defaultAcceptHeader
-		}
+		kindSeg, accept = "manifests", defaultAcceptHeader
 	}
 	rg, _ := singleRange(r.Header)
 	log := func() logrus.FieldLogger {
@@ -211,13 +242,9 @@ func (h *Handler) openBundled(r *http.Request, k kind, cacheRepo, dgst string) (
 
 // openUpstream streams the digest from the upstream registry (strict mode).
 func (h *Handler) openUpstream(r *http.Request, k kind, repo pins.Reference, dgst string) (*http.Response, result) {
-	kindSeg := "blobs"
-	accept := strings.Join(r.Header.Values("Accept"), ", ")
+	kindSeg, accept := "blobs", ""
 	if k == kindManifestDigest {
-		kindSeg = "manifests"
-		if accept == "" {
-			accept = strings.Join(defaultAcceptHeader, ", ")
-		}
+		kindSeg, accept = "manifests", defaultAcceptHeader[0]
 	}
 	rg, _ := singleRange(r.Header)
 	log := func() logrus.FieldLogger {
@@ -237,6 +264,10 @@ func (h *Handler) openUpstream(r *http.Request, k kind, repo pins.Reference, dgs
 func (h *Handler) accept(resp *http.Response, dgst string, log func() logrus.FieldLogger) (*http.Response, result) {
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusPartialContent:
+	case http.StatusRequestedRangeNotSatisfiable:
+		// The content is there, the range is not: the client's mistake,
+		// answered as the registry answered it (stream), without a warning.
+		return resp, resultRangeNotSatisfiable
 	case http.StatusNotFound:
 		_ = resp.Body.Close()
 		return nil, resultUpstreamFallback404
@@ -267,7 +298,12 @@ type readerOnly struct{ io.Reader }
 // io.Copy, which calls WriteTo when the source has one: without it, that
 // copy uses a fresh 32 KiB buffer, one read and one write syscall per 32
 // KiB (docs/benchmarks.md). Read is the body's own, for the 512-byte sniff.
-type pooledReader struct{ r io.Reader }
+// progress, when set, is called before each chunk is written: it moves the
+// stall timer and the connection's write deadline (see stream).
+type pooledReader struct {
+	r        io.Reader
+	progress func()
+}
 
 func (p pooledReader) Read(b []byte) (int, error) { return p.r.Read(b) }
 
@@ -276,14 +312,41 @@ func (p pooledReader) Read(b []byte) (int, error) { return p.r.Read(b) }
 func (p pooledReader) WriteTo(w io.Writer) (int64, error) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
-	return io.CopyBuffer(writerOnly{w}, readerOnly{p.r}, *bp)
+	if p.progress == nil {
+		return io.CopyBuffer(writerOnly{w}, readerOnly{p.r}, *bp)
+	}
+	buf := *bp
+	var n int64
+	for {
+		nr, rerr := p.r.Read(buf)
+		if nr > 0 {
+			p.progress()
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if nw != nr {
+				return n, io.ErrShortWrite
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }
 
 // singleRange returns the request's Range header when it is exactly one
-// "bytes=" range ("bytes=N-", "bytes=N-M", "bytes=-N"). Anything else
-// (several ranges, several headers, other units, malformed) is ignored and
-// the whole content served with 200, which RFC 9110 allows; forwarding
-// several ranges would get a multipart body back, which no pull client wants.
+// "bytes=" range ("bytes=N-", "bytes=N-M", "bytes=-N" with N above 0).
+// Anything else (several ranges, several headers, other units, malformed)
+// is ignored and the whole content served with 200, which RFC 9110 allows;
+// forwarding several ranges would get a multipart body back, which no pull
+// client wants. "bytes=-0" is ignored too: it asks for nothing, which RFC
+// 9110 makes unsatisfiable, yet Go's http.ServeContent (distribution's)
+// answers it 206 with an inverted "Content-Range: bytes N-(N-1)/N".
 func singleRange(h http.Header) (string, bool) {
 	vs := h.Values("Range")
 	if len(vs) != 1 {
@@ -299,7 +362,7 @@ func singleRange(h http.Header) (string, bool) {
 	}
 	a, okA := rangeBound(first)
 	b, okB := rangeBound(last)
-	if !okA || !okB || (first != "" && last != "" && b < a) {
+	if !okA || !okB || (first != "" && last != "" && b < a) || (first == "" && b == 0) {
 		return "", false
 	}
 	return vs[0], true

@@ -332,7 +332,7 @@ func TestStreamCopyBuffer(t *testing.T) {
 		src := &maxReader{r: bytes.NewReader(big)}
 		w.Header().Set("Content-Length", strconv.Itoa(len(big)))
 		w.WriteHeader(http.StatusOK)
-		if _, err := w.(io.ReaderFrom).ReadFrom(pooledReader{src}); err != nil {
+		if _, err := w.(io.ReaderFrom).ReadFrom(pooledReader{r: src}); err != nil {
 			t.Error(err)
 		}
 		largest <- src.max

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/httplimits"
+	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/readyfile"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -66,6 +68,8 @@ func (a *Agent) serveMirror(errc chan<- error) error {
 		}
 		a.mirrorLn = ln
 	}
+	// The connection limit, and OCI JSON for what net/http answers itself.
+	a.mirrorLn = httplimits.RewriteErrors(httplimits.Mirror.Listener(a.mirrorLn), mirror.ServerError)
 	a.conns = &connTracker{conns: map[net.Conn]http.ConnState{}}
 	a.mirrorSrv.ConnState = a.conns.track
 	a.serving.Store(true)

@@ -25,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
+	"github.com/tagger-project/tagger/pkg/httplimits"
+	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
@@ -157,6 +159,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 // New builds the agent and binds its listeners (so ":0" addresses resolve
 // before hosts.toml names the mirror); Run starts it.
 func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) {
+	logging.SetKubeLoggers(log.WithField("component", "node-agent"))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	a = &Agent{
@@ -166,9 +169,11 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 			Help: "1 when the node's containerd config makes it read the hosts.toml files the agent writes, else 0."}),
 	}
 	reg.MustRegister(a.pinsGauge, a.hostsOK)
+	// "return nil, err" sets a to nil before this runs: close through self.
+	self := a
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			self.closeAll()
 		}
 	}()
 
@@ -203,7 +208,7 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 		return nil, err
 	}
 	// No overall timeout: strict registries stream whole layers through it.
-	up := registryclient.New(registryclient.Options{HTTPClient: &http.Client{}, PlainHTTP: plain, UserAgent: "tagger-node-agent"})
+	up := registryclient.New(registryclient.Options{HTTPClient: httplimits.Upstream.HTTPClient(), PlainHTTP: plain, UserAgent: "tagger-node-agent"})
 	handler, err := mirror.New(mirror.Options{
 		Table:       a.table,
 		RegistryURL: o.RegistryURL,
@@ -222,7 +227,7 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 		a.probing.Store(true)
 		mirrorHandler = a.probe.Wrap(handler)
 	}
-	a.mirrorSrv = &http.Server{Handler: mirrorHandler, ReadHeaderTimeout: 10 * time.Second}
+	a.mirrorSrv = httplimits.Mirror.New(mirrorHandler)
 	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
 		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
 			return nil, err
@@ -304,7 +309,7 @@ func (a *Agent) listen(addr string, h http.Handler, name string) error {
 	if err != nil {
 		return fmt.Errorf("%s listen on %s: %w", name, addr, err)
 	}
-	a.servers = append(a.servers, served{&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, name})
+	a.servers = append(a.servers, served{httplimits.Probes.New(h), ln, name})
 	return nil
 }
 

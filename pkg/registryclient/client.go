@@ -23,6 +23,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -43,7 +44,8 @@ type Descriptor struct {
 
 // Options configure a Client. The zero value works against HTTPS registries.
 type Options struct {
-	// HTTPClient sends the requests; default: one with a 30s timeout.
+	// HTTPClient sends the requests; default: one with httplimits.Upstream's
+	// timeouts and a 30s total.
 	HTTPClient *http.Client
 	// PlainHTTP reports whether a registry host (as in the reference,
 	// "localhost:5000") is served over plain HTTP; default: none is.
@@ -65,7 +67,9 @@ type Client struct {
 func New(o Options) *Client {
 	c := &Client{http: o.HTTPClient, plainHTTP: o.PlainHTTP, userAgent: o.UserAgent, auth: newAuthCache()}
 	if c.http == nil {
-		c.http = &http.Client{Timeout: 30 * time.Second}
+		lim := httplimits.Upstream
+		lim.Total = 30 * time.Second
+		c.http = lim.HTTPClient()
 	}
 	if c.plainHTTP == nil {
 		c.plainHTTP = func(string) bool { return false }

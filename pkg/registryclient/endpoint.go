@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/tagger-project/tagger/pkg/httplimits"
 )
 
 // Endpoint speaks the distribution API, reading and pushing, to one
@@ -24,8 +26,9 @@ type Endpoint struct {
 }
 
 // NewEndpoint returns an Endpoint for base, "http://host:port" or
-// "https://host:port". With hc nil it uses a client without an overall
-// timeout: a large blob may stream for long, the caller's context bounds it.
+// "https://host:port". With hc nil it uses httplimits.InCluster's timeouts
+// and no overall one: a large blob may stream for long, the caller's
+// context bounds it.
 func NewEndpoint(base string, hc *http.Client) (*Endpoint, error) {
 	u, err := url.Parse(strings.TrimSuffix(base, "/"))
 	if err != nil {
@@ -35,7 +38,7 @@ func NewEndpoint(base string, hc *http.Client) (*Endpoint, error) {
 		return nil, fmt.Errorf("registry URL %q: want http://host:port or https://host:port", base)
 	}
 	if hc == nil {
-		hc = &http.Client{}
+		hc = httplimits.InCluster.HTTPClient()
 	}
 	return &Endpoint{base: u, http: hc}, nil
 }

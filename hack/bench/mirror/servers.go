@@ -24,6 +24,7 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/pkg/httplimits"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -180,15 +181,20 @@ func runServers(ctx context.Context, r *program, c *config, res *results) error 
 	return nil
 }
 
-// serve runs h on an ephemeral loopback port until the rig is cleaned up.
+// serve runs h on an ephemeral loopback port until the rig is cleaned up,
+// with the node agent's mirror server settings (timeouts, connection limit,
+// error rewriting), so what is measured is what a node runs.
 func serve(r *program, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := httplimits.Mirror.New(h)
 	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
+	go func() {
+		_ = srv.Serve(httplimits.RewriteErrors(httplimits.Mirror.Listener(ln), mirror.ServerError))
+		close(done)
+	}()
 	r.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
