@@ -12,8 +12,16 @@ export OTEL_TRACES_EXPORTER := none
 
 all: build
 
+# What --version prints and tagger_build_info reports (pkg/version). DATE is
+# the commit's date, not the clock's, so the same commit builds the same bytes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+VERSION_PKG := github.com/tagger-project/tagger/pkg/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(DATE)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## generate: deepcopy and CRD YAML from api/ (controller-gen)
 generate:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tagger-project/tagger/internal/daemonflags"
 	"github.com/tagger-project/tagger/pkg/node"
+	"github.com/tagger-project/tagger/pkg/version"
 )
 
 func main() {
@@ -47,6 +48,10 @@ func run(args []string) error {
 	fs.IntVar(&o.ConvergeWorkers, "converge-workers", o.ConvergeWorkers, "concurrent CRI pulls when converging local images")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if common.Version {
+		fmt.Println(version.Line("node-agent"))
+		return nil
 	}
 	o.StrictRegistries, o.PlainHTTPRegistries = daemonflags.List(*strict), daemonflags.List(*plain)
 	if cleanup {
