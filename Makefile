@@ -8,7 +8,7 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build generate verify-generated testbin deps test unit lint demo clean bench bench-controller
+.PHONY: all build image generate verify-generated testbin deps test unit lint demo clean bench bench-controller
 
 all: build
 
@@ -22,6 +22,14 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMI
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+## image: build the Dockerfile with BuildKit, no Docker engine (root; docs/local-cluster.md,
+## "The tagger image"): pushed to IMAGE_DEST (a plain-HTTP registry, HOST:PORT/repo:tag)
+## when set, else written to the OCI layout tarball IMAGE_OCI
+IMAGE_OCI ?= $(BIN)/tagger-image.tar
+image: testbin deps
+	$(GO) run ./hack/image -version '$(VERSION)' -commit '$(COMMIT)' -date '$(DATE)' \
+		$(if $(IMAGE_DEST),-dest '$(IMAGE_DEST)',-oci '$(IMAGE_OCI)')
 
 ## generate: deepcopy and CRD YAML from api/ (controller-gen)
 generate:
