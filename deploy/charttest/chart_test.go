@@ -60,6 +60,16 @@ nodeAgent:
   convergeWorkers: 4
   logFormat: text
   logLevel: debug
+  startupTaint:
+    enabled: false
+`
+	// A startup taint of the operator's own, with tolerations narrowed to
+	// none: the agent still tolerates its own taint.
+	startupTaintValues = `
+nodeAgent:
+  tolerations: []
+  startupTaint:
+    key: example.com/tagger-not-ready
 `
 	nodeAgentOffValues = `
 nodeAgent:
@@ -94,6 +104,12 @@ var (
 	nodeAgentPerms = map[string][]string{
 		"tagger.dev/tags": {"get", "list", "watch"},
 	}
+	// Only with nodeAgent.startupTaint.enabled (the default), and confined
+	// by the chart's ValidatingAdmissionPolicy to removing the startup taint
+	// from the agent's own node.
+	startupTaintPerms = map[string][]string{
+		"/nodes": {"get", "patch"},
+	}
 )
 
 func render(t *testing.T, values string) *rendered {
@@ -121,8 +137,12 @@ func TestRender(t *testing.T) {
 	}{
 		{name: "defaults", check: checkDefaults},
 		{name: "s3 with 3 replicas", values: s3Values, check: checkS3},
-		{name: "node agent customized", values: nodeAgentValues, check: func(t *testing.T, r *rendered) { checkNodeAgent(t, r, customNodeAgent) }},
+		{name: "node agent customized", values: nodeAgentValues, check: func(t *testing.T, r *rendered) {
+			checkNodeAgent(t, r, customNodeAgent)
+			checkNoStartupTaint(t, r)
+		}},
 		{name: "node agent disabled", values: nodeAgentOffValues, check: checkNodeAgentOff},
+		{name: "startup taint key", values: startupTaintValues, check: checkStartupTaintKey},
 		{name: "filesystem ReadWriteMany", values: rwxValues, check: checkReadWriteMany},
 		{name: "webhooks enabled", values: "webhooks:\n  enabled: true\n", check: checkWebhooks},
 	}
@@ -356,6 +376,7 @@ func checkRBAC(t *testing.T, r *rendered) {
 		"ClusterRole/tagger-controller":          controllerPerms,
 		"Role/tagger-controller-leader-election": leaderElectionPerms,
 		"ClusterRole/tagger-node-agent":          nodeAgentPerms, // when nodeAgent.enabled (the default)
+		"ClusterRole/" + startupTaintName:        startupTaintPerms,
 	}
 	for _, o := range r.objects {
 		var rules []rbacv1.PolicyRule
@@ -406,11 +427,13 @@ func checkRBAC(t *testing.T, r *rendered) {
 		"ClusterRoleBinding/tagger-controller":          "ClusterRole/tagger-controller",
 		"RoleBinding/tagger-controller-leader-election": "Role/tagger-controller-leader-election",
 		"ClusterRoleBinding/tagger-node-agent":          "ClusterRole/tagger-node-agent",
+		"ClusterRoleBinding/" + startupTaintName:        "ClusterRole/" + startupTaintName,
 	}
 	wantSA := map[string]string{
 		"ClusterRoleBinding/tagger-controller":          "tagger-controller",
 		"RoleBinding/tagger-controller-leader-election": "tagger-controller",
 		"ClusterRoleBinding/tagger-node-agent":          "tagger-node-agent",
+		"ClusterRoleBinding/" + startupTaintName:        "tagger-node-agent",
 	}
 	for key, b := range bindings {
 		role, ok := wantBindings[key]
@@ -443,8 +466,10 @@ func checkDefaults(t *testing.T, r *rendered) {
 	want := []string{
 		"ClusterRole/tagger-controller",
 		"ClusterRole/tagger-node-agent",
+		"ClusterRole/tagger-node-agent-startup-taint",
 		"ClusterRoleBinding/tagger-controller",
 		"ClusterRoleBinding/tagger-node-agent",
+		"ClusterRoleBinding/tagger-node-agent-startup-taint",
 		"ConfigMap/tagger-registry",
 		"CustomResourceDefinition/tags.tagger.dev",
 		"DaemonSet/tagger-node-agent",
@@ -459,11 +484,14 @@ func checkDefaults(t *testing.T, r *rendered) {
 		"ServiceAccount/tagger-controller",
 		"ServiceAccount/tagger-node-agent",
 		"ServiceAccount/tagger-registry",
+		"ValidatingAdmissionPolicy/tagger-node-agent-startup-taint",
+		"ValidatingAdmissionPolicyBinding/tagger-node-agent-startup-taint",
 	}
 	if got := r.kinds(); !slices.Equal(got, want) {
 		t.Errorf("default render:\n got %v\nwant %v\n(node agent on, no gc CronJob on a ReadWriteOnce volume)", got, want)
 	}
 	checkNodeAgent(t, r, defaultNodeAgent)
+	checkStartupTaint(t, r)
 
 	reg := get[*appsv1.Deployment](t, r, "Deployment", "tagger-registry")
 	if reg.Spec.Replicas == nil || *reg.Spec.Replicas != 1 {
@@ -481,6 +509,10 @@ func checkDefaults(t *testing.T, r *rendered) {
 	}
 	if pvc.Spec.StorageClassName != nil {
 		t.Errorf("registry PVC storageClassName %q, want unset (the cluster default)", *pvc.Spec.StorageClassName)
+	}
+	// helm uninstall keeps the cache (docs/install.md, "Uninstall").
+	if got := pvc.Annotations["helm.sh/resource-policy"]; got != "keep" {
+		t.Errorf("registry PVC helm.sh/resource-policy %q, want keep", got)
 	}
 	spec := reg.Spec.Template.Spec
 	c := container(t, spec, "registry")

@@ -58,9 +58,17 @@ const (
 	namespace   = "tagger-system"
 )
 
-// renderArgs are the arguments of hack/render-manifests.sh's helm template.
+// renderArgs are the arguments of hack/render-manifests.sh's helm template:
+// without hooks (the uninstall hook must not run when the plain manifests
+// are applied; hookRenderArgs renders it).
 func renderArgs(extra ...string) []string {
-	return append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--include-crds"}, extra...)
+	return append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--include-crds", "--no-hooks"}, extra...)
+}
+
+// hookRenderArgs render the chart's hooks alone.
+func hookRenderArgs(extra ...string) []string {
+	return append([]string{"template", releaseName, chartDir, "--namespace", namespace,
+		"--show-only", "templates/node-cleanup-hook.yaml"}, extra...)
 }
 
 // writeValues writes a values file for one render and returns its path.

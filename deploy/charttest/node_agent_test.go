@@ -3,15 +3,14 @@ package charttest
 import (
 	"fmt"
 	"maps"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,8 +52,11 @@ var defaultNodeAgent = nodeAgentWant{
 		"--dial-timeout=200ms",
 		"--plain-http-registries=tagger-registry.tagger-system.svc:5000",
 		"--converge-workers=2",
+		"--ready-file=/run/tagger-node-agent/ready",
+		"--shutdown-delay=5s",
 		"--log-format=json",
 		"--log-level=info",
+		"--startup-taint=tagger.dev/agent-not-ready",
 	},
 	hostPaths: map[string]hostPathWant{
 		"/etc/containerd/certs.d":     {corev1.HostPathDirectoryOrCreate, false}, // the agent writes hosts.toml here
@@ -77,6 +79,8 @@ var customNodeAgent = nodeAgentWant{
 		"--strict-registries=docker.io,*.corp.example",
 		"--plain-http-registries=tagger-registry.tagger-system.svc:5000,registry.local:5000",
 		"--converge-workers=4",
+		"--ready-file=/run/tagger-node-agent/ready",
+		"--shutdown-delay=5s",
 		"--log-format=text",
 		"--log-level=debug",
 	},
@@ -149,56 +153,7 @@ func checkNodeAgent(t *testing.T, r *rendered, want nodeAgentWant) {
 		}
 	}
 
-	// preStop: `node-agent cleanup` with the agent's own flags, so it restores
-	// exactly the hosts dir (and mirror) the agent wrote.
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
-		t.Fatalf("node agent has no preStop exec: %+v", c.Lifecycle)
-	}
-	wantPre := append([]string{"/usr/local/bin/node-agent", "cleanup"}, c.Args...)
-	if got := c.Lifecycle.PreStop.Exec.Command; !slices.Equal(got, wantPre) {
-		t.Errorf("node agent preStop:\n got %q\nwant %q", got, wantPre)
-	}
-
-	// Probes: /healthz and /readyz on --health-addr, asked at 127.0.0.1. A
-	// hostNetwork pod is probed at the node IP unless httpGet.host says
-	// otherwise, and the health server binds loopback by default.
-	health, _ := flagValue(c.Args, "health-addr")
-	hHost, hPort, err := net.SplitHostPort(health)
-	if err != nil {
-		t.Fatalf("--health-addr=%s: %v", health, err)
-	}
-	if hHost != "" && hHost != "127.0.0.1" {
-		t.Errorf("--health-addr=%s: want loopback (or every address)", health)
-	}
-	for path, p := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
-		if p == nil || p.HTTPGet == nil {
-			t.Errorf("node agent has no httpGet probe for %s: %+v", path, p)
-			continue
-		}
-		g := p.HTTPGet
-		if g.Path != path || g.Host != "127.0.0.1" || g.Port.String() != hPort {
-			t.Errorf("node agent probe %s: host %q port %s, want host 127.0.0.1 port %s (--health-addr=%s)",
-				g.Path, g.Host, g.Port.String(), hPort, health)
-		}
-	}
-
-	// The metrics port is declared (a host port: the pod is on the host
-	// network), or there is none when metrics are off.
-	metrics, _ := flagValue(c.Args, "metrics-addr")
-	if metrics == "0" {
-		if len(c.Ports) != 0 {
-			t.Errorf("--metrics-addr=0 but ports %+v", c.Ports)
-		}
-	} else {
-		_, mPort, err := net.SplitHostPort(metrics)
-		if err != nil {
-			t.Fatalf("--metrics-addr=%s: %v", metrics, err)
-		}
-		if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || strconv.Itoa(int(c.Ports[0].ContainerPort)) != mPort ||
-			c.Ports[0].Protocol != corev1.ProtocolTCP {
-			t.Errorf("node agent ports %+v, want one TCP port %s named metrics (--metrics-addr=%s)", c.Ports, mPort, metrics)
-		}
-	}
+	checkNodeAgentLifecycle(t, ds, c)
 
 	// Host paths: exactly the wanted ones, each mounted at its own path; the
 	// flags name them.
@@ -274,15 +229,18 @@ func checkNodeAgentOff(t *testing.T, r *rendered) {
 			t.Errorf("nodeAgent.enabled=false still renders %s tagger-node-agent", kind)
 		}
 	}
+	checkNoStartupTaint(t, r)
 }
 
 // TestNodeAgentAcceptsChartArgs runs the node-agent binary with what the
-// chart renders: the preStop `node-agent cleanup` (which parses every flag,
-// validates the patterns and mirror URL, and acts only on --hosts-dir),
-// against a temporary hosts dir holding tagger's files over a node's own;
-// and, with customized values, the agent itself, which must get past flag
-// parsing and logging setup to the kubeconfig, where a missing file stops
-// it (test/install runs it with the default values' args).
+// chart renders: the uninstall hook's `node-agent cleanup --hold` (which
+// parses every flag of the agent, validates the patterns and mirror URL, and
+// acts only on --hosts-dir), against a temporary hosts dir holding tagger's
+// files over a node's own, which it must restore byte for byte, then report
+// ready through the hook's own readiness probe command and hold until
+// SIGTERM; and, with customized values, the agent itself, which must get
+// past flag parsing and logging setup to the kubeconfig, where a missing
+// file stops it (test/install runs it with the default values' args).
 func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 	bin := buildNodeAgent(t)
 
@@ -294,25 +252,16 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 
 	for name, values := range map[string]string{"defaults": "", "customized": nodeAgentValues} {
 		t.Run(name, func(t *testing.T) {
-			r := render(t, values)
-			ds := get[*appsv1.DaemonSet](t, r, "DaemonSet", "tagger-node-agent")
-			c := container(t, ds.Spec.Template.Spec, "node-agent")
-			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
-				t.Fatalf("node agent has no preStop exec: %+v", c.Lifecycle)
-			}
-			pre := c.Lifecycle.PreStop.Exec.Command
-			if len(pre) < 2 || pre[0] != "/usr/local/bin/node-agent" || pre[1] != "cleanup" {
-				t.Fatalf("preStop %q is not `node-agent cleanup`", pre)
+			ds := get[*appsv1.DaemonSet](t, renderHooks(t, values), "DaemonSet", hookDaemonSet)
+			hc := container(t, ds.Spec.Template.Spec, "cleanup")
+			if len(hc.Command) < 2 || hc.Command[0] != "/usr/local/bin/node-agent" || hc.Command[1] != "cleanup" {
+				t.Fatalf("cleanup hook runs %q, not `node-agent cleanup`", hc.Command)
 			}
 
-			dir := t.TempDir()
-			args := withHostsDir(t, pre[2:], dir)
+			dir, ready := t.TempDir(), filepath.Join(t.TempDir(), "ready")
+			args := withFlag(t, withFlag(t, hc.Args, "hosts-dir", dir), "ready-file", ready)
 			mine := seedHostsDir(t, dir, args)
-			cmd := exec.Command(bin, append([]string{"cleanup"}, args...)...)
-			cmd.Dir = t.TempDir()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("node-agent cleanup %q: %v\n%s", args, err, out)
-			}
+			holdCleanup(t, bin, append(slices.Clone(hc.Command[1:]), args...), hc.ReadinessProbe, ready)
 			if got := rig.SnapshotDir(t, dir); !maps.Equal(got, mine) {
 				t.Errorf("after cleanup %s holds\n  %v\nwant the node's own files back\n  %v", dir, got, mine)
 			}
@@ -322,7 +271,8 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 				// args against an apiserver: a stronger proof of the same.
 				return
 			}
-			run := append(withHostsDir(t, c.Args, t.TempDir()), "--kubeconfig="+filepath.Join(t.TempDir(), "none"))
+			c := container(t, get[*appsv1.DaemonSet](t, render(t, values), "DaemonSet", "tagger-node-agent").Spec.Template.Spec, "node-agent")
+			run := append(withFlag(t, c.Args, "hosts-dir", t.TempDir()), "--kubeconfig="+filepath.Join(t.TempDir(), "none"))
 			out, err := exec.Command(bin, run...).CombinedOutput()
 			if err == nil {
 				t.Fatalf("node-agent ran without a kubeconfig:\n%s", out)
@@ -334,23 +284,76 @@ func TestNodeAgentAcceptsChartArgs(t *testing.T) {
 	}
 }
 
+// holdCleanup runs `node-agent <args>` (cleanup --hold) until the hook's
+// readiness probe, run as the kubelet would (its command, with the binary and
+// ready file of this test), passes; then stops it with SIGTERM, as helm's
+// deletion of the hook DaemonSet does, and wants a clean exit.
+func holdCleanup(t *testing.T, bin string, args []string, probe *corev1.Probe, ready string) {
+	t.Helper()
+	if probe == nil || probe.Exec == nil || len(probe.Exec.Command) < 2 {
+		t.Fatalf("cleanup readiness probe %+v: want an exec", probe)
+	}
+	check := withFlag(t, probe.Exec.Command[1:], "ready-file", ready)
+	probeOnce := func() error { return exec.Command(bin, check...).Run() }
+	if err := probeOnce(); err == nil {
+		t.Fatal("readiness probe passed before cleanup ran")
+	}
+	cmd := exec.Command(bin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	rig.WaitFor(t, 30*time.Second, "cleanup --hold reports ready", func() (bool, string) {
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("node-agent %q exited while it should hold: %v\n%s", args, err, out.String())
+		default:
+		}
+		err := probeOnce()
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("node-agent cleanup --hold after SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node-agent cleanup --hold did not stop on SIGTERM\n%s", out.String())
+	}
+}
+
 func buildNodeAgent(t *testing.T) string {
 	t.Helper()
 	return rig.Command(t, rig.Race, "node-agent")
 }
 
-// withHostsDir returns args with the one --hosts-dir replaced by dir, and
-// fails when there is not exactly one: the binary's default is the node's
-// real /etc/containerd/certs.d.
-func withHostsDir(t *testing.T, args []string, dir string) []string {
+// withFlag returns args with the one --name replaced by --name=value, and
+// fails when there is not exactly one (for --hosts-dir the binary's default
+// is the node's real /etc/containerd/certs.d).
+func withFlag(t *testing.T, args []string, name, value string) []string {
 	t.Helper()
-	if _, n := flagValue(args, "hosts-dir"); n != 1 {
-		t.Fatalf("args %q: want exactly one --hosts-dir, have %d", args, n)
+	if _, n := flagValue(args, name); n != 1 {
+		t.Fatalf("args %q: want exactly one --%s, have %d", args, name, n)
 	}
 	out := slices.Clone(args)
 	for i, a := range out {
-		if strings.HasPrefix(a, "--hosts-dir=") {
-			out[i] = "--hosts-dir=" + dir
+		if strings.HasPrefix(a, "--"+name+"=") {
+			out[i] = "--" + name + "=" + value
 		}
 	}
 	return out

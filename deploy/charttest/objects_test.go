@@ -156,6 +156,9 @@ var clusterScoped = map[string]bool{
 	"ClusterRoleBinding":       true,
 	"Namespace":                true,
 	"PriorityClass":            true,
+
+	"ValidatingAdmissionPolicy":        true,
+	"ValidatingAdmissionPolicyBinding": true,
 }
 
 // permissions flattens RBAC rules into "group/resource" -> sorted verbs, and

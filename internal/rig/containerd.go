@@ -80,6 +80,15 @@ type ContainerdOptions struct {
 	StateDir string
 	// Root, when set, is the daemon's root. Default: a test temp dir.
 	Root string
+	// ConfigFile, when set, is where the daemon's config is written (e.g. a
+	// node's /etc/containerd/config.toml, which the node agent reads).
+	// Default: config.toml in the state dir.
+	ConfigFile string
+	// Launcher, when set, is a command prefix the daemon runs under, e.g.
+	// nsenter into a cluster node's network and mount namespaces. It must
+	// exec the daemon (not fork it), so the pid the rig watches is
+	// containerd's.
+	Launcher []string
 	// ManualStop leaves stopping to the caller instead of a test cleanup,
 	// for callers with an order of their own (the cluster stops its kubelet
 	// and removes its pods first).
@@ -120,6 +129,7 @@ type Containerd struct {
 	configPath  string
 	platform    string
 	pods        *ContainerdPods
+	launcher    []string
 
 	mu     sync.Mutex
 	proc   *Process
@@ -183,6 +193,10 @@ func StartContainerd(t T, binDir string, o ContainerdOptions) (*Containerd, erro
 		configPath:  filepath.Join(sockDir, "config.toml"),
 		platform:    platforms.Format(platforms.Normalize(platforms.DefaultSpec())),
 		pods:        o.Pods,
+		launcher:    o.Launcher,
+	}
+	if o.ConfigFile != "" {
+		c.configPath = o.ConfigFile
 	}
 	if o.ConfigPath != "" {
 		c.configPathV = o.ConfigPath
@@ -303,7 +317,8 @@ func (c *Containerd) Start() error {
 	}
 	out := NewTailBuffer(containerdOutputMax)
 	c.out = out
-	cmd := exec.Command(c.bin, "--config", c.configPath)
+	argv := append(append([]string(nil), c.launcher...), c.bin, "--config", c.configPath)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = c.env()
 	p, err := StartProcess(cmd, out)
 	if err != nil {
@@ -493,4 +508,23 @@ func (c *Containerd) images() (runtimeapi.ImageServiceClient, error) {
 		return img, nil
 	}
 	return nil, errors.New("rig containerd: containerd is not running")
+}
+
+// Restart stops the daemon the way a service manager restarts it (SIGTERM,
+// no task removal: running containers and their shims stay, as on a node
+// whose containerd is restarted) and starts it again on the same root and
+// configuration, waiting until its CRI image service answers.
+func (c *Containerd) Restart() error {
+	c.mu.Lock()
+	p := c.proc
+	c.proc = nil
+	if c.conn != nil {
+		_ = c.conn.Close()
+		c.conn, c.img = nil, nil
+	}
+	c.mu.Unlock()
+	if p != nil && !p.Terminate(containerdStopTimeout) {
+		c.kill(p)
+	}
+	return c.Start()
 }

@@ -44,6 +44,11 @@ const (
 
 // RegistryOptions configure a Registry. The zero value is an unauthenticated registry.
 type RegistryOptions struct {
+	// Host is the address the registry listens on. Default 127.0.0.1; a
+	// multi-node cluster's nodes live in network namespaces of their own
+	// and reach the machine only on the cluster bridge's address
+	// (cluster.Cluster.HostIP), so registries they pull from listen there.
+	Host string
 	// Auth selects the access controller.
 	Auth Auth
 	// Users maps user names to passwords for AuthBasic and AuthToken.
@@ -176,11 +181,11 @@ func StartRegistry(t T, bin string, o RegistryOptions) *Registry {
 	return r
 }
 
-// Host is the registry's "127.0.0.1:port".
+// Host is the registry's "127.0.0.1:port" (or RegistryOptions.Host's).
 func (r *Registry) Host() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	return r.hostLocked()
 }
 
 // URL is the registry's base URL, "http://127.0.0.1:port".
@@ -237,7 +242,11 @@ func (r *Registry) Start() error {
 }
 
 func (r *Registry) hostLocked() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	ip := r.opts.Host
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(r.port))
 }
 
 func (r *Registry) spawn() (*registryProcess, error) {

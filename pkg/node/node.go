@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
+	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
 	"github.com/tagger-project/tagger/pkg/node/hoststoml"
 	"github.com/tagger-project/tagger/pkg/node/repull"
 	"github.com/tagger-project/tagger/pkg/pins"
@@ -55,6 +57,19 @@ type Options struct {
 	PlainHTTPRegistries []string
 	// ConvergeWorkers bounds concurrent CRI pulls.
 	ConvergeWorkers int
+	// ReadyFile is where the agent reports its readiness for the exec probe
+	// `node-agent ready-check` ("" disables): during a rolling update two
+	// agent pods share the node's ports, so an HTTP probe could be answered
+	// by the other one. See lifecycle.go.
+	ReadyFile string
+	// ShutdownDelay is how long the mirror keeps serving after the agent is
+	// told to stop, before its listener closes.
+	ShutdownDelay time.Duration
+	// StartupTaint is the taint key removed from node NodeName once the
+	// agent is ready ("" disables the startup gate).
+	StartupTaint string
+	// NodeName is the Node this agent runs on.
+	NodeName string
 }
 
 // DefaultOptions are the flag defaults.
@@ -79,13 +94,23 @@ type Agent struct {
 	hosts     *hoststoml.Manager
 	converger *repull.Converger
 	report    containerdconfig.Report
+	gate      *startupGate // nil when no startup taint is configured
+	// probe proves containerd reads our hosts dir before the startup taint
+	// goes (nil without a startup taint or a CRI endpoint); probing is true
+	// while its hosts.toml is wanted.
+	probe   *hostsprobe.Probe
+	probing atomic.Bool
 
 	pinsGauge prometheus.Gauge
 	hostsOK   prometheus.Gauge
 	cache     cache.Cache
 	cri       *repull.CRI
 	mirrorLn  net.Listener
+	mirrorSrv *http.Server
+	conns     *connTracker // the mirror's connections, for a drain that drops none
 	servers   []served
+	serving   atomic.Bool // the mirror accepts connections
+	draining  atomic.Bool // told to stop: not ready, serving until ShutdownDelay ends
 
 	synced      atomic.Bool
 	hostsSynced atomic.Bool
@@ -102,10 +127,12 @@ func Cleanup(o Options) error {
 }
 
 func newHosts(o Options) (*hoststoml.Manager, error) {
-	strict, err := pins.HostMatcher(o.StrictRegistries)
+	userStrict, err := pins.HostMatcher(o.StrictRegistries)
 	if err != nil {
 		return nil, err
 	}
+	// The probe host's only endpoint is the mirror: it never resolves.
+	strict := func(h string) bool { return h == hostsprobe.Host || userStrict(h) }
 	plain, err := pins.HostMatcher(o.PlainHTTPRegistries)
 	if err != nil {
 		return nil, err
@@ -146,11 +173,15 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 		}
 	}()
 
-	if a.mirrorLn, err = net.Listen("tcp", o.Listen); err != nil {
-		return nil, fmt.Errorf("mirror listen on %s: %w", o.Listen, err)
+	// A fixed mirror port is bound in Run, once the pin table is loaded:
+	// another agent may serve on it now (see lifecycle.go).
+	if ephemeral(o.Listen) {
+		if a.mirrorLn, err = listenShared(o.Listen); err != nil {
+			return nil, fmt.Errorf("mirror listen on %s: %w", o.Listen, err)
+		}
+		o.Listen = a.mirrorLn.Addr().String()
+		a.o = o
 	}
-	o.Listen = a.mirrorLn.Addr().String()
-	a.o = o
 	if a.hosts, err = newHosts(o); err != nil {
 		return nil, err
 	}
@@ -186,7 +217,13 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("build mirror: %w", err)
 	}
-	a.servers = append(a.servers, served{&http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, a.mirrorLn, "mirror"})
+	var mirrorHandler http.Handler = handler
+	if o.StartupTaint != "" && o.CRIEndpoint != "" {
+		a.probe = hostsprobe.New()
+		a.probing.Store(true)
+		mirrorHandler = a.probe.Wrap(handler)
+	}
+	a.mirrorSrv = &http.Server{Handler: mirrorHandler, ReadHeaderTimeout: 10 * time.Second}
 	if o.MetricsAddr != "0" && o.MetricsAddr != "" {
 		if err := a.listen(o.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), "metrics"); err != nil {
 			return nil, err
@@ -206,6 +243,15 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 			Images: a.cri, Workers: o.ConvergeWorkers, Metrics: repull.NewMetrics(reg),
 			Log: a.log.WithField("component", "converger"),
 		})
+	}
+
+	if a.gate, err = newStartupGate(cfg, o, reg, a.log.WithField("component", "startup-taint")); err != nil {
+		return nil, err
+	}
+	if a.gate != nil && a.probe != nil {
+		a.gate.confirm = a.confirmHostsRead
+		// The probe's hosts.toml goes at the next rebuild.
+		a.gate.finished = func() { a.probing.Store(false) }
 	}
 
 	scheme, err := v1alpha1.NewScheme()
@@ -255,7 +301,7 @@ type served struct {
 }
 
 func (a *Agent) listen(addr string, h http.Handler, name string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenShared(addr)
 	if err != nil {
 		return fmt.Errorf("%s listen on %s: %w", name, addr, err)
 	}
@@ -265,6 +311,12 @@ func (a *Agent) listen(addr string, h http.Handler, name string) error {
 
 // Addr returns the bound address of the mirror, "metrics" or "health" server.
 func (a *Agent) Addr(name string) string {
+	if name == "mirror" {
+		if a.mirrorLn == nil {
+			return a.o.Listen // bound once Run has loaded the pins
+		}
+		return a.mirrorLn.Addr().String()
+	}
 	for _, s := range a.servers {
 		if s.name == name {
 			return s.ln.Addr().String()
@@ -286,8 +338,10 @@ func (a *Agent) closeAll() {
 }
 
 // Run serves until ctx is cancelled. The hosts.toml files stay when it
-// returns: containerd keeps asking the (gone) mirror first and falls back to
-// the upstream after dial_timeout; `node-agent cleanup` removes them.
+// returns, for the next agent to take over (lifecycle.go): meanwhile
+// containerd keeps asking the (gone) mirror first and falls back to the
+// upstream after dial_timeout (strict registries fail). Only `node-agent
+// cleanup`, run by the chart's uninstall hook, removes them.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.closeAll()
 	inf, err := a.cache.GetInformer(ctx, &v1alpha1.Tag{})
@@ -309,27 +363,36 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("watch Tags: %w", err)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	// stopping ends the agent's work; its own context (the Tag cache, the
+	// servers) outlives it until drain and shutdown are done.
+	stopping := ctx
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errc := make(chan error, len(a.servers)+1)
+	errc := make(chan error, len(a.servers)+2)
 	go func() { errc <- a.cache.Start(ctx) }()
 	for _, s := range a.servers {
 		go func() { errc <- serve(s.srv, s.ln, s.name) }()
 	}
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		for _, s := range a.servers {
-			_ = s.srv.Shutdown(sctx)
-		}
-	}()
+	defer a.shutdown()
+	go a.reportReady(ctx)
 
-	if !a.cache.WaitForCacheSync(ctx) {
-		return fmt.Errorf("Tag cache did not sync: %w", ctx.Err())
+	if !a.cache.WaitForCacheSync(stopping) {
+		return fmt.Errorf("Tag cache did not sync: %w", stopping.Err())
 	}
 	a.synced.Store(true)
+	// The mirror serves only once the table holds every pin: an agent that
+	// shares the port with the previous one must never answer with fewer.
+	if _, ok := a.loadPins(ctx); !ok {
+		return errors.New("load the pin table from the synced Tag cache")
+	}
+	if err := a.serveMirror(errc); err != nil {
+		return err
+	}
 	if a.converger != nil {
 		go a.converger.Run(ctx)
+	}
+	if a.gate != nil {
+		go a.gate.run(ctx)
 	}
 	a.log.WithFields(logrus.Fields{"listen": a.o.Listen, "hostsDir": a.o.HostsDir, "registry": a.o.RegistryURL}).Info("node agent serving")
 
@@ -340,7 +403,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	notify()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stopping.Done():
+			a.drain()
 			return nil
 		case err := <-errc:
 			if err != nil {
@@ -358,15 +422,15 @@ func (a *Agent) Run(ctx context.Context) error {
 // hosts.toml and queues convergence. The table is stored first: containerd
 // must find the pin the moment it is told to ask us.
 func (a *Agent) rebuild(ctx context.Context) {
-	var list v1alpha1.TagList
-	if err := a.cache.List(ctx, &list); err != nil {
-		a.log.WithError(err).Warn("list Tags from cache")
+	snap, ok := a.loadPins(ctx)
+	if !ok {
 		return
 	}
-	snap := pins.BuildSnapshot(list.Items)
-	a.table.Store(snap)
-	a.pinsGauge.Set(float64(snap.Len()))
-	if err := a.hosts.Sync(snap.Registries()); err != nil {
+	registries := snap.Registries()
+	if a.probing.Load() {
+		registries = append(slices.Clone(registries), hostsprobe.Host) // the snapshot's slice is shared
+	}
+	if err := a.hosts.Sync(registries); err != nil {
 		msg := err.Error()
 		a.lastSyncErr.Store(&msg)
 		a.log.WithError(err).Error("write hosts.toml")
@@ -376,6 +440,11 @@ func (a *Agent) rebuild(ctx context.Context) {
 	}
 	if a.converger != nil {
 		a.converger.Update(snap.Pins())
+	}
+	// The table is synced, hosts.toml written and containerd reads them:
+	// the node may take pods.
+	if a.gate != nil && len(a.NotReady()) == 0 {
+		a.gate.markReady()
 	}
 }
 
@@ -391,6 +460,9 @@ func (a *Agent) NotReady() []string {
 	}
 	if e := a.lastSyncErr.Load(); e != nil {
 		problems = append(problems, "last hosts.toml write failed: "+*e)
+	}
+	if !a.serving.Load() {
+		problems = append(problems, "mirror not serving yet")
 	}
 	if !a.report.OK {
 		problems = append(problems, fmt.Sprintf("containerd ignores hosts.toml (%v); fix: %s", a.report.Problems, a.report.Fix))

@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,8 +32,14 @@ import (
 // image built the Dockerfile's way (a static binary at /usr/local/bin), with
 // the chart's hostNetwork, hostPath mounts, securityContext, probes and
 // ServiceAccount. A pod then pulls a pinned, cached tag through that agent
-// pod while the upstream is down, and `helm uninstall` runs the agent's
-// preStop cleanup, which restores the node's hosts.toml byte for byte.
+// pod while the upstream is down. `helm uninstall` then stops the agent pod,
+// which leaves the node's hosts.toml as tagger wrote it (the next agent would
+// take it over), and the uninstall hook's `node-agent cleanup`, as rendered,
+// restores the node's file byte for byte. The hook runs on the host here,
+// with --no-hooks for helm: its waiter Job needs the apiserver through the
+// kubernetes Service, which this rig (apiserver on loopback, no kube-proxy)
+// cannot give a pod; test/install runs the hook's binaries and RBAC through
+// helm, and the multi-node cluster runs it whole.
 //
 // Replaced for this rig: the controller runs in-process (the rig has no
 // kube-proxy or cluster DNS, so its Deployment is scaled to 0 and
@@ -164,14 +174,23 @@ func TestChartNodeAgentPod(t *testing.T) {
 	runPod(t, cl, "through-chart-agent", image, corev1.PullAlways, gen1, "chart-generation-1")
 
 	phase("pod ran generation 1 through the agent pod")
-	// Uninstall: the agent's preStop puts the node's file back.
-	if out, err := helm.Run(ctx, "uninstall", "tagger", "--namespace", "tagger-system", "--wait", "--timeout", "2m"); err != nil {
+	// The hook's cleanup container as helm would create it.
+	hook, err := helm.Run(ctx, "get", "hooks", "tagger", "--namespace", "tagger-system")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, hook)
+	}
+	cleanupArgs := hookCleanupArgs(t, hook)
+	managed, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := helm.Run(ctx, "uninstall", "tagger", "--namespace", "tagger-system", "--wait", "--timeout", "2m", "--no-hooks"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	uninstalled = true
 	phase("helm uninstall done")
-	// helm deletes the DaemonSet at once; its pod (and the preStop cleanup)
-	// goes after, through the garbage collector and the kubelet.
+	// helm deletes the DaemonSet at once; its pod goes after, through the
+	// garbage collector and the kubelet.
 	rig.WaitFor(t, 2*time.Minute, "node agent DaemonSet and pod gone", func() (bool, string) {
 		_, err := ds.Get(ctx, "tagger-node-agent", metav1.GetOptions{})
 		pods, perr := cl.Client().CoreV1().Pods("tagger-system").List(ctx, metav1.ListOptions{})
@@ -181,10 +200,36 @@ func TestChartNodeAgentPod(t *testing.T) {
 		return apierrors.IsNotFound(err) && len(pods.Items) == 0, fmt.Sprintf("DaemonSet: %v, pods left: %d", err, len(pods.Items))
 	})
 	phase("node agent pod gone")
+	left, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
+	if err != nil || string(left) != string(managed) {
+		t.Fatalf("the stopped agent pod did not leave its hosts.toml (%v):\n%s\nwant:\n%s", err, left, managed)
+	}
+	cmd := exec.Command(rig.Command(t, rig.Race, "node-agent"), cleanupArgs...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node-agent %q: %v\n%s", cleanupArgs, err, out)
+	}
+	phase("uninstall hook's cleanup ran")
 	after, err := os.ReadFile(filepath.Join(cl.HostsDir(), up.Host(), "hosts.toml"))
 	if err != nil || string(after) != string(before) {
 		t.Fatalf("hosts.toml after helm uninstall (%v):\n%s\nwant the original:\n%s", err, after, before)
 	}
+}
+
+// hookCleanupArgs finds the cleanup DaemonSet in `helm get hooks` output
+// and returns its container's command after the binary, without --hold (run
+// once, not held).
+func hookCleanupArgs(t *testing.T, hooks string) []string {
+	t.Helper()
+	for _, doc := range strings.Split(hooks, "\n---") {
+		var ds appsv1.DaemonSet
+		if err := yaml.Unmarshal([]byte(doc), &ds); err != nil || ds.Kind != "DaemonSet" {
+			continue
+		}
+		c := ds.Spec.Template.Spec.Containers[0]
+		return slices.DeleteFunc(append(slices.Clone(c.Command[1:]), c.Args...), func(a string) bool { return a == "--hold" })
+	}
+	t.Fatalf("no DaemonSet in the release's hooks:\n%s", hooks)
+	return nil
 }
 
 // staticBinary is the command name built the way the Dockerfile builds it.

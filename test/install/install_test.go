@@ -20,6 +20,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -136,11 +137,15 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		"version = 3\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", hostsDir), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The node's own configuration for the upstream, which the agent takes
+	// over and the uninstall hook restores.
+	nodeOwn := seedNodeConfig(t, hostsDir, up.Host())
 	mirrorAddr := rig.FreeAddr(t)
 	agent := start(t, "node-agent", bins, containerArgs(t, ds.Spec.Template.Spec, "node-agent"),
 		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, ds.Spec.Template.Spec.ServiceAccountName),
 		"--listen="+mirrorAddr, "--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t),
 		"--hosts-dir="+hostsDir, "--containerd-config="+containerdConfig, "--cri-endpoint=",
+		"--ready-file="+filepath.Join(tmp, "agent-state", "ready"),
 		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
@@ -226,9 +231,12 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	agent.stop(t)
 
 	// No --wait: without kube-controller-manager the PVC keeps its
-	// pvc-protection finalizer; the workloads themselves go at once.
-	if out, err := helm.Run(ctx, "uninstall", release, "--namespace", namespace); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	// pvc-protection finalizer; the workloads themselves go at once. The
+	// post-delete hook runs with the test standing in for the controllers
+	// and the kubelet (uninstall_test.go).
+	uninstall(t, helm, c, cs, kc, bins, tmp, hostsDir)
+	if got := rig.SnapshotDir(t, hostsDir); !maps.Equal(got, nodeOwn) {
+		t.Errorf("after helm uninstall %s holds\n  %v\nwant the node's own files back\n  %v", hostsDir, got, nodeOwn)
 	}
 	for _, o := range []client.Object{&dep, &ds} {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {

@@ -70,6 +70,12 @@ type Options struct {
 	// Runc is the runc binary containerd's runc shim runs. Default: runc
 	// from PATH or /usr/sbin (Debian's 1.1.5 works here, see hack/ci-deps.sh).
 	Runc string
+	// Nodes, when above zero, makes a multi-node cluster: that many nodes,
+	// each in network, mount and cgroup namespaces of its own, with
+	// kube-proxy on every node, CoreDNS behind the cluster DNS Service and
+	// a default StorageClass of hostPath volumes (see docs/local-cluster.md).
+	// AddNode adds more. Zero is the single node on loopback.
+	Nodes int
 	// CNIBinDir holds the bridge, host-local and loopback CNI plugins.
 	// Default /usr/lib/cni (Debian's containernetworking-plugins), else /opt/cni/bin.
 	CNIBinDir string
@@ -116,9 +122,16 @@ type Cluster struct {
 	etcd, apiserver, controllerManager, scheduler, kubelet *proc
 	ctd                                                    *rig.Containerd
 
+	// Multi-node clusters only.
+	rnet       rigNet
+	nodes      []*Node
+	nodeImages []nodeImage
+	plainHTTP  []string // UsePlainHTTP hosts, declared on every node
+
 	config *rest.Config
 	client kubernetes.Interface
 
+	claimed      bool // registered on the machine (claimHost)
 	stopOnce     sync.Once
 	hostRestored *hostSnapshot // what Stop restored the machine to, when it was the last kubelet
 }
@@ -130,7 +143,11 @@ func New(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	rig.RequireRoot(t)
 	c := &Cluster{t: t, opts: o, id: randomHex(4)}
-	c.bin = rig.RequireBins(t, requiredBins...)
+	bins := requiredBins
+	if o.Nodes > 0 {
+		bins = append(append([]string(nil), requiredBins...), multiBins...)
+	}
+	c.bin = rig.RequireBins(t, bins...)
 	c.findHostTools()
 
 	if c.opts.NodeName == "" {
@@ -158,11 +175,15 @@ func New(t testing.TB, o Options) *Cluster {
 	t.Cleanup(c.Stop)
 
 	began := time.Now()
-	if err := c.start(); err != nil {
+	start := c.start
+	if o.Nodes > 0 {
+		start = c.startMulti
+	}
+	if err := start(); err != nil {
 		// Stop, a cleanup, prints the tail of every component's log.
 		t.Fatalf("clustertest: start: %v", err)
 	}
-	t.Logf("clustertest: node %s Ready in %v (logs in %s)", c.opts.NodeName, time.Since(began).Round(100*time.Millisecond), c.logDir)
+	t.Logf("clustertest: %d node(s) Ready in %v (logs in %s)", max(1, o.Nodes), time.Since(began).Round(100*time.Millisecond), c.logDir)
 	return c
 }
 
@@ -269,23 +290,24 @@ func (c *Cluster) waitDefaultServiceAccount(ctx context.Context) error {
 	return nil
 }
 
-// waitNodeReady waits until the kubelet has posted a Ready condition after since.
-func (c *Cluster) waitNodeReady(ctx context.Context, since time.Time) error {
+// waitNodeReady waits until node's kubelet (process p, serving on port) has
+// posted a Ready condition after since.
+func (c *Cluster) waitNodeReady(ctx context.Context, node string, p *proc, port int, since time.Time) error {
 	since = since.Truncate(time.Second)
 	var last string
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if c.kubelet.exited() {
-			return false, c.kubelet.exitError()
+		if p.exited() {
+			return false, p.exitError()
 		}
-		n, err := c.client.CoreV1().Nodes().Get(ctx, c.opts.NodeName, metav1.GetOptions{})
+		n, err := c.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			last = err.Error()
 			return false, nil
 		}
 		// This kubelet's port (each start picks a new one) tells its status
 		// from a previous kubelet's.
-		if port := n.Status.DaemonEndpoints.KubeletEndpoint.Port; port != int32(c.kubeletPort) {
-			last = fmt.Sprintf("node reports kubelet port %d, not %d yet", port, c.kubeletPort)
+		if got := n.Status.DaemonEndpoints.KubeletEndpoint.Port; got != int32(port) {
+			last = fmt.Sprintf("node reports kubelet port %d, not %d yet", got, port)
 			return false, nil
 		}
 		for _, cond := range n.Status.Conditions {
@@ -299,7 +321,7 @@ func (c *Cluster) waitNodeReady(ctx context.Context, since time.Time) error {
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return fmt.Errorf("node %s not Ready: %s", c.opts.NodeName, last)
+			return fmt.Errorf("node %s not Ready: %s", node, last)
 		}
 		return err
 	}
@@ -386,15 +408,30 @@ func (c *Cluster) env() []string {
 // UsePlainHTTP writes <HostsDir>/<host>/hosts.toml declaring the registry
 // at host ("127.0.0.1:port") as plain HTTP, as a test registry is; without
 // it containerd speaks HTTPS to it. A node agent under test may later
-// replace the file.
+// replace the file. On a multi-node cluster every node gets it, also nodes
+// added later (before their containerd starts, as a node image would have it).
 func (c *Cluster) UsePlainHTTP(host string) {
 	c.t.Helper()
-	dir := filepath.Join(c.hostsDir, host)
+	if c.opts.Nodes > 0 {
+		c.mu.Lock()
+		c.plainHTTP = append(c.plainHTTP, host) // for nodes added later
+		c.mu.Unlock()
+		for _, n := range c.Nodes() {
+			n.UsePlainHTTP(host)
+		}
+		return
+	}
+	writePlainHTTP(c.t, c.hostsDir, host)
+}
+
+func writePlainHTTP(t testing.TB, hostsDir, host string) {
+	t.Helper()
+	dir := filepath.Join(hostsDir, host)
 	content := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+host, "http://"+host)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		c.t.Fatalf("clustertest: %v", err)
+		t.Fatalf("clustertest: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(content), 0o644); err != nil {
-		c.t.Fatalf("clustertest: write hosts.toml for %s: %v", host, err)
+		t.Fatalf("clustertest: write hosts.toml for %s: %v", host, err)
 	}
 }

@@ -18,29 +18,28 @@ import (
 	"github.com/tagger-project/tagger/internal/rig"
 )
 
-// writeCNIConfig writes the node's one CNI conflist (a bridge of the
-// cluster's own, host-local addresses from its subnet) and returns its
-// directory.
-func (c *Cluster) writeCNIConfig() (string, error) {
-	dir := filepath.Join(c.dir, "containerd", "net.d")
+// writeCNIConfig writes a node's one CNI conflist (a bridge of its own,
+// host-local addresses from its subnet, IPAM state in ipamDir) into dir and
+// returns dir.
+func writeCNIConfig(dir, ipamDir string, n cniNetwork) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("CNI config: %w", err)
 	}
 	conflist, err := json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       c.net.Name,
+		"name":       n.Name,
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",
-				"bridge":      c.net.Bridge,
+				"bridge":      n.Bridge,
 				"isGateway":   true,
 				"ipMasq":      false, // no iptables rules: pods only talk to the node and each other
 				"hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": c.net.Subnet}}},
+					"ranges":  [][]map[string]string{{{"subnet": n.Subnet}}},
 					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-					"dataDir": filepath.Join(c.dir, "cni-ipam"),
+					"dataDir": ipamDir,
 				},
 			},
 		},
@@ -61,7 +60,7 @@ func (c *Cluster) writeCNIConfig() (string, error) {
 // then imports the pause image into the k8s.io namespace. The cluster stops
 // containerd itself, after the kubelet and the pods.
 func (c *Cluster) startContainerd(ctx context.Context) error {
-	cniConf, err := c.writeCNIConfig()
+	cniConf, err := writeCNIConfig(filepath.Join(c.dir, "containerd", "net.d"), filepath.Join(c.dir, "cni-ipam"), c.net)
 	if err != nil {
 		return err
 	}
@@ -91,33 +90,47 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 // arguments) and imports it with ctr, under the name containerd pins as
 // its sandbox image, so no pod start ever pulls it.
 func (c *Cluster) importPauseImage(ctx context.Context) error {
+	archive, err := c.pauseArchive()
+	if err != nil {
+		return err
+	}
+	return importImage(ctx, c.env(), filepath.Join(c.bin, "ctr"), c.ContainerdSocket(), archive, c.opts.PauseImage)
+}
+
+// pauseArchive writes the pause image's OCI archive into the cluster dir.
+func (c *Cluster) pauseArchive() (string, error) {
 	img, err := buildImage("pause", nil)
 	if err != nil {
-		return fmt.Errorf("pause image: %w", err)
+		return "", fmt.Errorf("pause image: %w", err)
 	}
 	archive := filepath.Join(c.dir, "pause.tar")
 	if err := writeOCIArchive(archive, c.opts.PauseImage, img); err != nil {
-		return fmt.Errorf("pause image: %w", err)
+		return "", fmt.Errorf("pause image: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "ctr"), "--address", c.ContainerdSocket(),
-		"--namespace", "k8s.io", "images", "import", archive)
-	cmd.Env = c.env()
+	return archive, nil
+}
+
+// importImage imports an OCI archive holding ref into the k8s.io namespace
+// of the containerd at socket, and waits until the CRI lists it (the
+// kubelet never pulls an imported image, so the CRI must see it; it learns
+// about imports from containerd's events, a moment later).
+func importImage(ctx context.Context, env []string, ctr, socket, archive, ref string) error {
+	cmd := exec.CommandContext(ctx, ctr, "--address", socket, "--namespace", "k8s.io", "images", "import", archive)
+	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("import pause image: ctr: %v: %s", err, out)
+		return fmt.Errorf("import %s: ctr: %v: %s", ref, err, out)
 	}
-	// The kubelet never pulls the sandbox image, so the CRI must see it. It
-	// learns about imported images from containerd's events, a moment later.
 	var last error
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
-		last = c.withCRI(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		last = withCRI(ctx, socket, func(ctx context.Context, conn *grpc.ClientConn) error {
 			resp, err := runtimeapi.NewImageServiceClient(conn).ImageStatus(ctx, &runtimeapi.ImageStatusRequest{
-				Image: &runtimeapi.ImageSpec{Image: c.opts.PauseImage},
+				Image: &runtimeapi.ImageSpec{Image: ref},
 			})
 			if err != nil {
-				return fmt.Errorf("pause image status: %w", err)
+				return fmt.Errorf("image status of %s: %w", ref, err)
 			}
 			if resp.Image == nil {
-				return fmt.Errorf("pause image %s imported but the CRI does not list it", c.opts.PauseImage)
+				return fmt.Errorf("image %s imported but the CRI does not list it", ref)
 			}
 			return nil
 		})
@@ -129,9 +142,9 @@ func (c *Cluster) importPauseImage(ctx context.Context) error {
 	return nil
 }
 
-// withCRI calls fn with a connection to containerd's CRI socket.
-func (c *Cluster) withCRI(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
-	conn, err := grpc.NewClient("unix://"+c.ContainerdSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+// withCRI calls fn with a connection to the CRI socket of a containerd.
+func withCRI(ctx context.Context, socket string, fn func(context.Context, *grpc.ClientConn) error) error {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("dial containerd: %w", err)
 	}
@@ -141,10 +154,11 @@ func (c *Cluster) withCRI(ctx context.Context, fn func(context.Context, *grpc.Cl
 	return fn(ctx, conn)
 }
 
-// removeAllPods stops and removes every pod sandbox through the CRI, as
+// removeAllPods stops and removes every pod sandbox of the containerd at
+// socket through the CRI, as
 // `crictl rmp -fa` does, so containerd stops the pods' shims.
-func (c *Cluster) removeAllPods(ctx context.Context) error {
-	return c.withCRI(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
+func removeAllPods(ctx context.Context, socket string) error {
+	return withCRI(ctx, socket, func(ctx context.Context, conn *grpc.ClientConn) error {
 		rt := runtimeapi.NewRuntimeServiceClient(conn)
 		resp, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {

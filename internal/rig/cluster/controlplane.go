@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	serviceCIDR = "10.0.0.0/24"
+	singleServiceCIDR = "10.0.0.0/24"
 	// portAttempts bounds restarts of a component that lost the race for a
 	// port the rig picked.
 	portAttempts = 5
@@ -34,9 +34,13 @@ func (c *Cluster) writePKI() error {
 		return err
 	}
 	c.pki = p
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP(c.apiServiceIP())}
+	if c.opts.Nodes > 0 {
+		ips = append(ips, net.ParseIP(c.rnet.hostIP()))
+	}
 	if _, err := p.serving("apiserver",
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 0, 0, 1)}); err != nil {
+		ips); err != nil {
 		return err
 	}
 	if _, err := p.serviceAccountKey(); err != nil {
@@ -50,6 +54,7 @@ func (c *Cluster) writePKI() error {
 		"kube-controller-manager": {"system:kube-controller-manager", ""},
 		"kube-scheduler":          {"system:kube-scheduler", ""},
 		"kubelet":                 {"system:node:" + c.opts.NodeName, "system:nodes"},
+		"kube-proxy":              {"system:kube-proxy", ""},
 	}
 	c.kubeconfigs = map[string]string{}
 	for name, id := range clients {
@@ -65,21 +70,60 @@ func (c *Cluster) writePKI() error {
 	return nil
 }
 
+// apiHost is the address the apiserver listens on and advertises: loopback
+// for the single node, the cluster bridge's address for nodes in
+// namespaces of their own.
+func (c *Cluster) apiHost() string {
+	if c.opts.Nodes > 0 {
+		return c.rnet.hostIP()
+	}
+	return "127.0.0.1"
+}
+
+// serviceCIDR is the Service range; the single node's has no meaning
+// outside the apiserver (no kube-proxy), a multi-node cluster's is in its /16.
+func (c *Cluster) serviceCIDR() string {
+	if c.opts.Nodes > 0 {
+		return c.rnet.serviceCIDR()
+	}
+	return singleServiceCIDR
+}
+
+func (c *Cluster) apiServiceIP() string {
+	if c.opts.Nodes > 0 {
+		return c.rnet.apiServiceIP()
+	}
+	return "10.0.0.1"
+}
+
+// apiServer is the apiserver's URL.
+func (c *Cluster) apiServer() string {
+	return "https://" + net.JoinHostPort(c.apiHost(), strconv.Itoa(c.apiserverPort))
+}
+
+// writeKubeconfig writes the kubeconfig of client certificate name to path.
+func (c *Cluster) writeKubeconfig(name, path string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["clustertest"] = &clientcmdapi.Cluster{Server: c.apiServer(), CertificateAuthority: c.pki.CAFile()}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{
+		ClientCertificate: filepath.Join(c.pki.dir, name+".crt"),
+		ClientKey:         filepath.Join(c.pki.dir, name+".key"),
+	}
+	kc.Contexts["clustertest"] = &clientcmdapi.Context{Cluster: "clustertest", AuthInfo: name}
+	kc.CurrentContext = "clustertest"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("write %s kubeconfig: %w", name, err)
+	}
+	return nil
+}
+
 // writeKubeconfigs writes every component's kubeconfig for the apiserver's
 // (now known) port, and builds the admin client.
 func (c *Cluster) writeKubeconfigs() error {
-	server := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.apiserverPort))
+	server := c.apiServer()
 	for name, path := range c.kubeconfigs {
-		kc := clientcmdapi.NewConfig()
-		kc.Clusters["clustertest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: c.pki.CAFile()}
-		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{
-			ClientCertificate: filepath.Join(c.pki.dir, name+".crt"),
-			ClientKey:         filepath.Join(c.pki.dir, name+".key"),
-		}
-		kc.Contexts["clustertest"] = &clientcmdapi.Context{Cluster: "clustertest", AuthInfo: name}
-		kc.CurrentContext = "clustertest"
-		if err := clientcmd.WriteToFile(*kc, path); err != nil {
-			return fmt.Errorf("write %s kubeconfig: %w", name, err)
+		if err := c.writeKubeconfig(name, path); err != nil {
+			return err
 		}
 	}
 	c.config = &rest.Config{
@@ -151,12 +195,12 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		pk := c.pki.dir
 		p, err := startProc(c.logDir, "kube-apiserver", filepath.Join(c.bin, "kube-apiserver"), []string{
 			"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(c.etcdPort),
-			"--bind-address=127.0.0.1",
+			"--bind-address=" + c.apiHost(),
 			"--secure-port=" + strconv.Itoa(c.apiserverPort),
+			"--advertise-address=" + c.apiHost(),
 			// A loopback advertise address is refused unless the endpoint
-			// reconciler is off.
-			"--advertise-address=127.0.0.1",
-			"--endpoint-reconciler-type=none",
+			// reconciler is off; the bridge's address is a real one.
+			"--endpoint-reconciler-type=" + map[bool]string{true: "lease", false: "none"}[c.opts.Nodes > 0],
 			"--cert-dir=" + filepath.Join(c.dir, "apiserver"),
 			"--tls-cert-file=" + filepath.Join(pk, "apiserver.crt"),
 			"--tls-private-key-file=" + filepath.Join(pk, "apiserver.key"),
@@ -166,7 +210,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 			"--service-account-key-file=" + filepath.Join(pk, "sa.pub"),
 			"--service-account-signing-key-file=" + filepath.Join(pk, "sa.key"),
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-cluster-ip-range=" + serviceCIDR,
+			"--service-cluster-ip-range=" + c.serviceCIDR(),
 			"--authorization-mode=Node,RBAC",
 			"--enable-admission-plugins=NodeRestriction",
 			"--allow-privileged=true",
@@ -204,7 +248,7 @@ func (c *Cluster) startControllers() error {
 		"--use-service-account-credentials=true",
 		"--root-ca-file=" + c.pki.CAFile(),
 		"--service-account-private-key-file=" + filepath.Join(pk, "sa.key"),
-		"--service-cluster-ip-range=" + serviceCIDR,
+		"--service-cluster-ip-range=" + c.serviceCIDR(),
 		"--leader-elect=false",
 		"--profiling=false",
 		// Default /usr/libexec/kubernetes/kubelet-plugins/volume/exec/, which it creates.

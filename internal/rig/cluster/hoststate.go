@@ -42,7 +42,12 @@ type hostSnapshot struct {
 // libcni's result cache, libmount's utab dir (the kubelet runs mount(8)
 // for tmpfs volumes), the default flex volume dir. The last cluster to stop
 // removes those that did not exist before the first started.
-var machinePaths = []string{"/var/lib/kubelet", containerLogsDir, "/var/lib/cni", "/run/mount", "/usr/libexec/kubernetes"}
+// Multi-node clusters also create /etc/containerd and /run/containerd,
+// empty directories their nodes bind their own over, and `ip netns`
+// makes /run/netns (a mount point of its own).
+var machinePaths = []string{"/var/lib/kubelet", containerLogsDir, "/var/lib/cni", "/run/mount", "/usr/libexec/kubernetes", "/etc/containerd", "/run/containerd", netnsDir}
+
+const netnsDir = "/run/netns"
 
 const containerLogsDir = "/var/log/containers"
 
@@ -74,6 +79,9 @@ type registration struct {
 	RunDir string     `json:"runDir"`
 	Net    cniNetwork `json:"net"`
 	Cgroup string     `json:"cgroup"`
+	// Multi-node clusters: the network and the nodes.
+	Rnet  rigNet       `json:"rnet,omitempty"`
+	Nodes []nodeRecord `json:"nodes,omitempty"`
 }
 
 // claimHost picks the cluster's pod network and cgroup root, registers the
@@ -82,10 +90,15 @@ type registration struct {
 // cgroup root.
 func (c *Cluster) claimHost() error {
 	var err error
-	if c.net, err = pickNetwork(c.id); err != nil {
+	if c.opts.Nodes > 0 {
+		c.rnet, err = pickRigNet(c.id)
+	} else {
+		c.net, err = pickNetwork(c.id)
+		c.cgroups = cgroupRoot{Name: "/tagger-ct-" + c.id}
+	}
+	if err != nil {
 		return err
 	}
-	c.cgroups = cgroupRoot{Name: "/tagger-ct-" + c.id}
 	err = withHostLock(func() error {
 		c.cleanStale()
 		snap := filepath.Join(hostStateDir, "snapshot.json")
@@ -105,13 +118,28 @@ func (c *Cluster) claimHost() error {
 				return fmt.Errorf("write host snapshot: %w", err)
 			}
 		}
-		b, _ := json.Marshal(registration{PID: os.Getpid(), Dir: c.dir, RunDir: c.runDir, Net: c.net, Cgroup: c.cgroups.Name})
-		return os.WriteFile(filepath.Join(hostStateDir, "clusters", c.id), b, 0o600)
+		c.claimed = true
+		return c.writeRegistration()
 	})
 	if err != nil {
 		return err
 	}
+	if c.cgroups.Name == "" {
+		return nil
+	}
 	return c.cgroups.create()
+}
+
+// register updates the cluster's registration (a multi-node cluster's
+// nodes change).
+func (c *Cluster) register() error {
+	return withHostLock(c.writeRegistration)
+}
+
+func (c *Cluster) writeRegistration() error {
+	b, _ := json.Marshal(registration{PID: os.Getpid(), Dir: c.dir, RunDir: c.runDir, Net: c.net, Cgroup: c.cgroups.Name,
+		Rnet: c.rnet, Nodes: c.nodeRecords()})
+	return os.WriteFile(filepath.Join(hostStateDir, "clusters", c.id), b, 0o600)
 }
 
 // cleanStale cleans up after every registered cluster whose test process
@@ -132,8 +160,10 @@ func (c *Cluster) cleanStale() (othersAlive bool) {
 			continue
 		}
 		if r.RunDir != "" {
-			stale := &Cluster{t: c.t, id: e.Name(), dir: r.Dir, runDir: r.RunDir, net: r.Net, cgroups: cgroupRoot{Name: r.Cgroup}}
-			for _, err := range stale.cleanMachine() {
+			stale := &Cluster{t: c.t, id: e.Name(), dir: r.Dir, runDir: r.RunDir, net: r.Net, cgroups: cgroupRoot{Name: r.Cgroup}, rnet: r.Rnet}
+			errs := stale.cleanMulti(r.Nodes)
+			errs = append(errs, stale.cleanMachine()...)
+			for _, err := range errs {
 				c.t.Logf("clustertest: cleaning up after dead cluster %s: %v", e.Name(), err)
 			}
 			c.t.Logf("clustertest: cleaned up after cluster %s, whose test process (pid %d) died without stopping it", e.Name(), r.PID)
@@ -204,6 +234,11 @@ func removeMachinePath(p string) error {
 			return fmt.Errorf("remove %s: %w", p, err)
 		}
 		return nil
+	}
+	if p == netnsDir {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", p, err)
+		}
 	}
 	if fi, err := os.Stat(filepath.Join(p, "utab")); err == nil && fi.Size() == 0 {
 		_ = os.Remove(filepath.Join(p, "utab"))

@@ -25,24 +25,67 @@ import (
 // waiterSource is the one program in every image the rig makes: it prints
 // its arguments as one line (if any), then waits for SIGTERM or SIGINT and
 // exits 0. As a pod's entrypoint it proves which image ran (the marker in its
-// log); without arguments it is the pause image.
+// log); without arguments it is the pause image. For network tests it also
+// answers HTTP with that line when WAITER_SERVE names an address, fetches a
+// URL with "-get URL" (retrying for a minute, exit 1 on failure), and
+// creates a file with "-touch PATH".
 const waiterSource = `package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
-	if len(os.Args) > 1 {
-		fmt.Println(strings.Join(os.Args[1:], " "))
+	args := os.Args[1:]
+	if len(args) == 2 && args[0] == "-get" {
+		os.Exit(get(args[1]))
+	}
+	if len(args) == 2 && args[0] == "-touch" {
+		if err := os.WriteFile(args[1], []byte("touched\n"), 0o644); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		return
+	}
+	line := strings.Join(args, " ")
+	if line != "" {
+		fmt.Println(line)
+	}
+	if addr := os.Getenv("WAITER_SERVE"); addr != "" {
+		go func() {
+			fmt.Println(http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprintln(w, line)
+			})))
+		}()
 	}
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	<-c
+}
+
+func get(url string) int {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			last = err
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Printf("%d %s", resp.StatusCode, b)
+		return 0
+	}
+	fmt.Println("get:", last)
+	return 1
 }
 `
 

@@ -9,25 +9,50 @@ import (
 	"time"
 )
 
+// kubeletSettings are what differs between kubelets: the single node on
+// loopback, or a node of a multi-node cluster in its own namespaces.
+type kubeletSettings struct {
+	address         string
+	port            int
+	endpoint        string // containerd's CRI socket, "unix://..."
+	cgroupRoot      string
+	podLogsDir      string
+	volumePluginDir string
+	clusterDNS      string // empty: no cluster DNS
+	resolvConf      string // empty: the kubelet's default
+}
+
+// settings are the single node's kubelet settings.
+func (c *Cluster) settings() kubeletSettings {
+	return kubeletSettings{
+		// Loopback only: otherwise the kubelet listens on all addresses and
+		// takes the default-route address as the node's.
+		address:         "127.0.0.1",
+		port:            c.kubeletPort,
+		endpoint:        "unix://" + c.ContainerdSocket(),
+		cgroupRoot:      c.cgroups.Name,
+		podLogsDir:      c.PodLogsDir(),
+		volumePluginDir: filepath.Join(c.dir, "kubelet", "volume-plugins"),
+	}
+}
+
 // kubeletConfig is the KubeletConfiguration docs/local-cluster.md explains, verified on
 // this machine kind, plus Options.KubeletConfig over it.
-func (c *Cluster) kubeletConfig() map[string]any {
+func (c *Cluster) kubeletConfig(s kubeletSettings) map[string]any {
 	cfg := map[string]any{
 		"apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"kind":       "KubeletConfiguration",
 		// v1.37 refuses cgroup v1 unless told not to.
 		"failCgroupV1":             false,
 		"cgroupDriver":             "cgroupfs",
-		"cgroupRoot":               c.cgroups.Name,
+		"cgroupRoot":               s.cgroupRoot,
 		"failSwapOn":               false,
-		"containerRuntimeEndpoint": "unix://" + c.ContainerdSocket(),
-		"imageServiceEndpoint":     "unix://" + c.ContainerdSocket(),
-		// Loopback only: otherwise the kubelet listens on all addresses and
-		// takes the default-route address as the node's.
-		"address":      "127.0.0.1",
-		"port":         c.kubeletPort,
-		"readOnlyPort": 0,
-		"healthzPort":  0,
+		"containerRuntimeEndpoint": s.endpoint,
+		"imageServiceEndpoint":     s.endpoint,
+		"address":                  s.address,
+		"port":                     s.port,
+		"readOnlyPort":             0,
+		"healthzPort":              0,
 		// The shared disk must never make the node evict or collect images.
 		"evictionHard": map[string]string{
 			"memory.available":   "1Mi",
@@ -38,8 +63,8 @@ func (c *Cluster) kubeletConfig() map[string]any {
 		},
 		"imageGCHighThresholdPercent": 100,
 		"imageGCLowThresholdPercent":  99,
-		"podLogsDir":                  c.PodLogsDir(),
-		"volumePluginDir":             filepath.Join(c.dir, "kubelet", "volume-plugins"),
+		"podLogsDir":                  s.podLogsDir,
+		"volumePluginDir":             s.volumePluginDir,
 		"authentication": map[string]any{
 			"anonymous": map[string]any{"enabled": false},
 			"webhook":   map[string]any{"enabled": true},
@@ -49,6 +74,13 @@ func (c *Cluster) kubeletConfig() map[string]any {
 		// Pods start as soon as the kubelet can; tests wait on events, not time.
 		"nodeStatusUpdateFrequency": "2s",
 		"syncFrequency":             "10s",
+	}
+	if s.clusterDNS != "" {
+		cfg["clusterDNS"] = []string{s.clusterDNS}
+		cfg["clusterDomain"] = "cluster.local"
+	}
+	if s.resolvConf != "" {
+		cfg["resolvConf"] = s.resolvConf
 	}
 	if c.opts.ImagePullCredentialsVerificationPolicy != "" {
 		cfg["imagePullCredentialsVerificationPolicy"] = c.opts.ImagePullCredentialsVerificationPolicy
@@ -73,17 +105,13 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 	started := time.Now()
 	return startWithPorts(1, func(ports []int) error {
 		c.kubeletPort = ports[0]
-		cfg, err := json.MarshalIndent(c.kubeletConfig(), "", "  ")
-		if err != nil {
-			return fmt.Errorf("encode kubelet config: %w", err)
-		}
 		dir := filepath.Join(c.dir, "kubelet")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("kubelet dir: %w", err)
 		}
 		cfgPath := filepath.Join(dir, "config.json")
-		if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
-			return fmt.Errorf("write kubelet config: %w", err)
+		if err := writeJSON(cfgPath, c.kubeletConfig(c.settings())); err != nil {
+			return err
 		}
 		p, err := startProc(c.logDir, "kubelet", filepath.Join(c.bin, "kubelet"), []string{
 			"--config=" + cfgPath,
@@ -96,10 +124,22 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 			return err
 		}
 		c.setProc(&c.kubelet, p)
-		if err := c.waitNodeReady(ctx, started); err != nil {
+		if err := c.waitNodeReady(ctx, c.opts.NodeName, p, c.kubeletPort, started); err != nil {
 			_, _ = p.stop(stopGrace)
 			return err
 		}
 		return nil
 	})
+}
+
+// writeJSON writes v as indented JSON to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -16,7 +16,11 @@ import (
 // cannot proxy logs from this node). Every restart's log is included, oldest
 // first.
 func (c *Cluster) ContainerLog(pod *corev1.Pod, container string) (string, error) {
-	dir := filepath.Join(c.PodLogsDir(), fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), container)
+	logs := c.PodLogsDir()
+	if n := c.Node(pod.Spec.NodeName); n != nil {
+		logs = n.PodLogsDir()
+	}
+	dir := filepath.Join(logs, fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), container)
 	files, err := filepath.Glob(filepath.Join(dir, "*.log"))
 	if err != nil || len(files) == 0 {
 		return "", fmt.Errorf("no log of container %s in pod %s/%s under %s", container, pod.Namespace, pod.Name, dir)

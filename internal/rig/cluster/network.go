@@ -78,13 +78,17 @@ func routes() []*net.IPNet {
 // deleteBridge removes the veths still attached to the cluster's bridge
 // and the bridge.
 func (c *Cluster) deleteBridge() error {
-	br := c.net.Bridge
-	if br == "" {
+	if c.net.Bridge == "" {
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join("/sys/class/net", br)); err != nil {
+	if _, err := os.Stat(filepath.Join("/sys/class/net", c.net.Bridge)); err != nil {
 		return nil
 	}
+	return deleteBridge(c.net.Bridge)
+}
+
+// deleteBridge removes the veths attached to bridge br, then br.
+func deleteBridge(br string) error {
 	ip := lookPath("ip")
 	var errs []error
 	ports, _ := os.ReadDir(filepath.Join("/sys/class/net", br, "brif"))

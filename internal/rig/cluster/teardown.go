@@ -35,11 +35,13 @@ func (c *Cluster) teardown() []error {
 	controlPlane := []*proc{c.scheduler, c.controllerManager, c.apiserver, c.etcd}
 	c.mu.Unlock()
 
+	// A multi-node cluster's nodes first: each kubelet, its pods, containerd.
+	errs = append(errs, c.teardownNodes()...)
 	// The kubelet first, or it restarts the pods we remove.
 	stop(kubelet)
 	if ctd != nil && ctd.Running() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		add(c.removeAllPods(ctx))
+		add(removeAllPods(ctx, c.ContainerdSocket()))
 		cancel()
 	}
 	if ctd != nil {
@@ -49,7 +51,8 @@ func (c *Cluster) teardown() []error {
 		stop(p)
 	}
 	errs = append(errs, c.cleanMachine()...)
-	if c.id != "" && c.net.Name != "" {
+	errs = append(errs, c.cleanMulti(c.nodeRecords())...)
+	if c.claimed {
 		restored, herrs := c.releaseHost()
 		errs = append(errs, herrs...)
 		c.hostRestored = restored
@@ -158,6 +161,20 @@ func (c *Cluster) leftovers() []string {
 	if c.net.Bridge != "" {
 		if _, err := os.Stat("/sys/class/net/" + c.net.Bridge); err == nil {
 			left = append(left, "bridge "+c.net.Bridge)
+		}
+	}
+	left = append(left, c.rnet.hostSideLeftovers()...)
+	for _, n := range c.Nodes() {
+		if _, err := os.Stat("/run/netns/" + n.netns); err == nil {
+			left = append(left, "network namespace "+n.netns)
+		}
+		for _, d := range n.cgroups.paths() {
+			left = append(left, "cgroup "+d)
+		}
+		for _, p := range []*proc{n.kubelet, n.proxy} {
+			if p != nil && !p.exited() {
+				left = append(left, fmt.Sprintf("process %s (pid %d)", p.name, p.Pid()))
+			}
 		}
 	}
 	for _, d := range c.cgroups.paths() {

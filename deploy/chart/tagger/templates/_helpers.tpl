@@ -161,8 +161,9 @@ Where the kubelet reaches a listen address of a hostNetwork pod: its host, or
 
 {{/*
 The node agent's flags, as a YAML list. The container runs with them and the
-preStop `node-agent cleanup` gets the same ones (one flag set), so the
-cleanup acts on the directory, mirror URL and patterns the agent wrote with.
+uninstall hook's `node-agent cleanup --hold` gets the same ones (one flag
+set), so the cleanup acts on the directory, mirror URL and patterns the agent
+wrote with.
 */}}
 {{- define "tagger.nodeAgent.args" -}}
 {{- $n := .Values.nodeAgent }}
@@ -193,20 +194,45 @@ cleanup acts on the directory, mirror URL and patterns the agent wrote with.
 {{- $args = append $args (printf "--plain-http-registries=%s" (join "," .)) }}
 {{- end }}
 {{- $args = append $args (printf "--converge-workers=%v" $n.convergeWorkers) }}
+{{- $args = append $args (printf "--ready-file=%s" (include "tagger.nodeAgent.readyFile" .)) }}
+{{- $args = append $args (printf "--shutdown-delay=%v" $n.shutdownDelay) }}
 {{- $args = append $args (printf "--log-format=%s" $n.logFormat) }}
 {{- $args = append $args (printf "--log-level=%s" $n.logLevel) }}
+{{- if $n.startupTaint.enabled }}
+{{- $args = append $args (printf "--startup-taint=%s" $n.startupTaint.key) }}
+{{- end }}
 {{- $args = concat $args ($n.extraArgs | default list) }}
 {{- toYaml $args }}
 {{- end }}
 
 {{/*
-A node agent probe from values, with httpGet.host and httpGet.port filled in
-from nodeAgent.healthAddr unless set: a hostNetwork pod is probed at the node
-IP by default, where a loopback-bound health server does not answer.
+Where the node agent (and the cleanup hook's pods) keep their readiness
+file: an emptyDir of the pod's own.
+*/}}
+{{- define "tagger.nodeAgent.stateDir" -}}/run/tagger-node-agent{{- end }}
+{{- define "tagger.nodeAgent.readyFile" -}}{{ include "tagger.nodeAgent.stateDir" . }}/ready{{- end }}
+
+{{/*
+A node agent probe from values: unless the values give a handler, an exec of
+`node-agent ready-check` on the pod's own readiness file (readiness: the file
+says ready; liveness: the agent rewrote it within nodeAgent.livenessMaxAge,
+ready or not). An HTTP probe could be answered by the other agent pod of a
+rolling update through the shared port. With an httpGet handler, httpGet.host and httpGet.port are
+filled in from nodeAgent.healthAddr unless set: a hostNetwork pod is probed at
+the node IP by default, where a loopback-bound health server does not answer.
+Called as (list $ probeValues "readiness"|"liveness").
 */}}
 {{- define "tagger.nodeAgent.probe" -}}
 {{- $root := index . 0 }}
 {{- $probe := deepCopy (index . 1) }}
+{{- $kind := index . 2 }}
+{{- if not (or $probe.httpGet $probe.exec $probe.tcpSocket $probe.grpc) }}
+{{- $cmd := list "/usr/local/bin/node-agent" "ready-check" (printf "--ready-file=%s" (include "tagger.nodeAgent.readyFile" $root)) }}
+{{- if eq $kind "liveness" }}
+{{- $cmd = concat $cmd (list "--live" (printf "--max-age=%v" $root.Values.nodeAgent.livenessMaxAge)) }}
+{{- end }}
+{{- $_ := set $probe "exec" (dict "command" $cmd) }}
+{{- end }}
 {{- $addr := toString $root.Values.nodeAgent.healthAddr }}
 {{- with $probe.httpGet }}
 {{- $port := include "tagger.addrPort" $addr }}
