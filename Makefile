@@ -8,12 +8,28 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build generate verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
+.PHONY: all build image generate verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
 
 all: build
 
+# What --version prints and tagger_build_info reports (pkg/version). DATE is
+# the commit's date, not the clock's, so the same commit builds the same bytes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+VERSION_PKG := github.com/tagger-project/tagger/pkg/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(DATE)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+## image: build the Dockerfile with BuildKit, no Docker engine (root; docs/local-cluster.md,
+## "The tagger image"): pushed to IMAGE_DEST (a plain-HTTP registry, HOST:PORT/repo:tag)
+## when set, else written to the OCI layout tarball IMAGE_OCI
+IMAGE_OCI ?= $(BIN)/tagger-image.tar
+image: testbin deps
+	$(GO) run ./hack/image -version '$(VERSION)' -commit '$(COMMIT)' -date '$(DATE)' \
+		$(if $(IMAGE_DEST),-dest '$(IMAGE_DEST)',-oci '$(IMAGE_OCI)')
 
 ## generate: deepcopy and CRD YAML from api/ (controller-gen)
 generate:

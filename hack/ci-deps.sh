@@ -19,9 +19,14 @@
 #                                (nsenter, unshare, mount) and sets a sysctl in each (sysctl)
 #   openssl                      certificate handling in developer scripts (the
 #                                rigs make their certificates in Go)
+#   busybox-static               internal/rig/imagebuild: the static /bin/sh (and
+#                                coreutils) of the synthesized golang base image,
+#                                since the Dockerfile's RUN steps run /bin/sh -c
+#   ca-certificates, tzdata      internal/rig/imagebuild: the CA bundle and
+#                                /usr/share/zoneinfo of the synthesized bases
 set -euo pipefail
 
-pkgs=(runc containernetworking-plugins iptables iproute2 util-linux mount procps openssl)
+pkgs=(runc containernetworking-plugins iptables iproute2 util-linux mount procps openssl busybox-static ca-certificates tzdata)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tagger-project/tagger/internal/daemonflags"
 	"github.com/tagger-project/tagger/pkg/controller"
+	"github.com/tagger-project/tagger/pkg/version"
 )
 
 func main() {
@@ -49,6 +50,10 @@ func run() error {
 	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", o.UpstreamTimeout, "timeout of one upstream registry request")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
+	}
+	if common.Version {
+		fmt.Println(version.Line("controller"))
+		return nil
 	}
 	o.PlainHTTPRegistries = daemonflags.List(*plainHTTP)
 	o.KubeAPIQPS = float32(*kubeQPS)

@@ -24,6 +24,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/node/cleanupwait"
 	"github.com/tagger-project/tagger/pkg/node/readyfile"
+	"github.com/tagger-project/tagger/pkg/version"
 )
 
 func main() {
@@ -74,6 +75,10 @@ func run(args []string) error {
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if common.Version {
+		fmt.Println(version.Line("node-agent"))
+		return nil
 	}
 	o.StrictRegistries, o.PlainHTTPRegistries = daemonflags.List(*strict), daemonflags.List(*plain)
 	if sub == "cleanup" && !holding {

@@ -1,5 +1,5 @@
 // Package daemonflags holds the flags every tagger daemon shares
-// (--kubeconfig, --log-format, --log-level) and turns them into a logger and
+// (--kubeconfig, --log-format, --log-level, --version) and turns them into a logger and
 // a Kubernetes client config, so each cmd/ main only wires its own options.
 package daemonflags
 
@@ -19,6 +19,8 @@ import (
 // Common are the shared flag values.
 type Common struct {
 	Kubeconfig, LogFormat, LogLevel string
+	// Version asks the daemon to print its build (pkg/version) and exit.
+	Version bool
 }
 
 // Register adds the shared flags to fs.
@@ -26,6 +28,7 @@ func (c *Common) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; in-cluster config when empty")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&c.Version, "version", false, "print the version, commit, build date and Go version, then exit")
 }
 
 // Logger builds the logger the flags ask for.

@@ -25,7 +25,7 @@ func side(pkg string) string {
 		return "controller"
 	case p == "cmd/node-agent", p == "pkg/node", strings.HasPrefix(p, "pkg/node/"), p == "pkg/mirror":
 		return "node"
-	case p == "pkg/pins", p == "pkg/registryclient", p == "pkg/logging", p == "pkg/httplimits", strings.HasPrefix(p, "api/"):
+	case p == "pkg/pins", p == "pkg/registryclient", p == "pkg/logging", p == "pkg/httplimits", p == "pkg/version", strings.HasPrefix(p, "api/"):
 		return "shared"
 	}
 	return ""

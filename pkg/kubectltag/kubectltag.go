@@ -15,6 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tagger-project/tagger/pkg/version"
 )
 
 // Options configure the plugin beyond its arguments. The zero value is what
@@ -106,6 +108,10 @@ a new generation, and every node serves the generation the Tag chooses.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	// --version (cobra adds the flag once Version is set) and `version`
+	// print the same line; the template has no actions to expand.
+	root.Version = version.Get().String()
+	root.SetVersionTemplate(version.Line("kubectl-tag") + "\n")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: err}
 	})
@@ -119,6 +125,7 @@ a new generation, and every node serves the generation the Tag chooses.`,
 		a.rollbackCommand(),
 		a.upgradeCommand(),
 		a.unpinCommand(),
+		versionCommand(),
 	)
 	return root
 }

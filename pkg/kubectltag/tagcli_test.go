@@ -177,6 +177,8 @@ func TestCommands(t *testing.T) {
 		{args: "create app --image nginx", code: 1, stderr: `Tag "app" already exists`},
 		{args: "frobnicate", code: 1, stderr: `unknown command "frobnicate"`},
 		{args: "list --bogus", code: 1, stderr: "unknown flag: --bogus"},
+		{args: "version", stdout: []string{"kubectl-tag ", "(commit ", ", built ", ", go1."}},
+		{args: "--version", stdout: []string{"kubectl-tag ", "(commit ", ", built ", ", go1."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args, func(t *testing.T) {

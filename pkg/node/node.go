@@ -34,6 +34,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/node/repull"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
+	"github.com/tagger-project/tagger/pkg/version"
 )
 
 // Options configure the node agent.
@@ -161,7 +162,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) {
 	logging.SetKubeLoggers(log.WithField("component", "node-agent"))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), version.NewCollector())
 	a = &Agent{
 		o: o, log: log.WithField("component", "node-agent"), table: pins.NewTable(),
 		pinsGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tagger_pins", Help: "Pins served by this node's mirror."}),
