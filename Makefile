@@ -62,9 +62,10 @@ unit:
 deps:
 	hack/ci-deps.sh
 
-## test: the whole suite, race detector on, real components included
+## test: the whole suite, race detector on, real components included (the per-package timeout
+## leaves room for the first, cold BuildKit build of the image in deploy/charttest)
 test: testbin deps lint
-	$(GO) test -race -count=1 -timeout 25m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 ## demo: the controller against a real local apiserver and registry, a Tag gaining generations
 demo: testbin

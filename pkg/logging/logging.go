@@ -6,6 +6,7 @@ package logging
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"github.com/sirupsen/logrus"
@@ -96,9 +97,15 @@ func (s *sink) with(kv []any) *logrus.Entry {
 // through l, for processes that use either: without it controller-runtime
 // drops its lines and, after 30 seconds, prints a "log.SetLogger(...) was
 // never called" stack, and client-go's errors (a failed watch, a refused
-// list) reach stderr in klog's own format or nowhere.
+// list) reach stderr in klog's own format or nowhere. Both are process-wide:
+// the first call wins and later ones do nothing, so a process (or a test
+// binary) running several agents never swaps them under goroutines that log.
 func SetKubeLoggers(l logrus.FieldLogger) {
-	lr := Logr(l)
-	crlog.SetLogger(lr)
-	klog.SetLogger(lr.WithName("client-go"))
+	kubeLoggersOnce.Do(func() {
+		lr := Logr(l)
+		crlog.SetLogger(lr)
+		klog.SetLogger(lr.WithName("client-go"))
+	})
 }
+
+var kubeLoggersOnce sync.Once

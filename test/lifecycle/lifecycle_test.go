@@ -26,7 +26,7 @@ func TestInstalledLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	s := newSuite(t)
-	s.pushTaggerImage("v1")
+	s.buildTaggerImage("v1")
 	s.pushRegistryImage()
 	s.phase("cluster and images ready")
 	s.install(ctx, "v1")

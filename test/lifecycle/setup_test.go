@@ -28,6 +28,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/internal/rig/cluster"
+	"github.com/tagger-project/tagger/internal/rig/imagebuild"
 )
 
 const (
@@ -120,20 +121,19 @@ func (s *suite) phase(format string, args ...any) {
 	s.t.Logf("%6.1fs %s", time.Since(s.started).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// pushTaggerImage pushes tagger's image as repo:tag to the images registry:
-// the static binaries at the Dockerfile's paths, its user and entrypoint.
-func (s *suite) pushTaggerImage(tag string) {
-	t := s.t
-	var files []cluster.File
-	for _, name := range []string{"controller", "node-agent", "kubectl-tag"} {
-		b, err := os.ReadFile(rig.Command(t, rig.Static, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, cluster.File{Path: "usr/local/bin/" + name, Mode: 0o755, Data: b})
-	}
-	cluster.PushImage(t, s.images, "tagger", tag, files,
-		ocispec.ImageConfig{User: "65532:65532", Entrypoint: []string{"/usr/local/bin/controller"}})
+// buildTaggerImage builds tagger's image from the Dockerfile with BuildKit,
+// as a release does, and pushes it as tagger:tag to the images registry.
+func (s *suite) buildTaggerImage(tag string) {
+	res := imagebuild.Build(s.t, imagebuild.Options{Dest: s.images.Host() + "/tagger:" + tag, Version: tag})
+	s.phase("tagger image built from the Dockerfile: %s (buildctl %v)", res.Digest, res.Duration.Round(time.Second))
+}
+
+// retagTaggerImage pushes tagger:from's manifest again as tagger:to: a new
+// image tag for `helm upgrade`, as a release that changed nothing in the
+// binaries would be.
+func (s *suite) retagTaggerImage(from, to string) {
+	resp, body := s.images.Get(s.t, "tagger", "/v2/tagger/manifests/"+from, ocispec.MediaTypeImageManifest+", "+ocispec.MediaTypeImageIndex)
+	s.images.PushManifest(s.t, "tagger", to, resp.Header.Get("Content-Type"), body)
 }
 
 // pushRegistryImage pushes the distribution registry the rig runs as the

@@ -26,7 +26,7 @@ type pinnedPull struct{ image, digest string }
 // an upstream fallback and for a strict one. It returns the counts.
 func (s *suite) upgradeUnderPulls(ctx context.Context, pulls []pinnedPull, newTag string) *pullCounts {
 	t := s.t
-	s.pushTaggerImage(newTag)
+	s.retagTaggerImage("v1", newTag)
 	loopCtx, stop := context.WithCancel(ctx)
 	var counts pullCounts
 	var wg sync.WaitGroup

@@ -318,3 +318,24 @@ the s3 credentials.
       key: {{ .Values.registry.storage.s3.secretKeyKey }}
 {{- end }}
 {{- end }}
+
+{{/*
+The node agent's tolerations, shared by the uninstall cleanup DaemonSet (it
+must reach every node the agent ran on): nodeAgent.tolerations, plus the
+startup taint, which waits for the agent pod itself, even when the list is
+narrowed.
+*/}}
+{{- define "tagger.nodeAgent.tolerations" -}}
+{{- $n := .Values.nodeAgent -}}
+{{- if or $n.tolerations $n.startupTaint.enabled -}}
+tolerations:
+{{- with $n.tolerations }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $n.startupTaint.enabled }}
+  - key: {{ $n.startupTaint.key }}
+    operator: Exists
+    effect: NoSchedule
+{{- end }}
+{{- end }}
+{{- end }}
