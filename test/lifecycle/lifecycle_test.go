@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +17,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/internal/rig/cluster"
+	"github.com/tagger-project/tagger/pkg/pins"
 )
 
 // TestInstalledLifecycle installs the chart once on three nodes and takes
@@ -59,46 +61,54 @@ func TestInstalledLifecycle(t *testing.T) {
 // each runs generation 1. It returns both digests.
 func (s *suite) pinnedOnEveryNode(ctx context.Context, app string) [2]string {
 	t := s.t
-	gen1 := cluster.PushRunnableImage(t, s.up, "team/app", "v1", "generation-1")
-	if err := s.c.Create(ctx, &v1alpha1.Tag{
+	gens := s.pinFirstOfTwo(ctx, s.up, &v1alpha1.Tag{
 		ObjectMeta: metav1.ObjectMeta{Name: "app"},
 		Spec:       v1alpha1.TagSpec{Image: app, Rollout: &v1alpha1.RolloutSpec{Restart: true}},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	rig.WaitTag(t, s.c, "app", "generation 1 served", rig.ServedIs(1, gen1))
-	gen2 := cluster.PushRunnableImage(t, s.up, "team/app", "v1", "generation-2")
-	rig.AnnotateCheck(t, s.c, "app", "moved")
-	rig.WaitTag(t, s.c, "app", "generation 2 served", rig.ServedIs(2, gen2))
-	rig.PatchTag(t, s.c, "app", `{"spec":{"generation":1}}`)
-	rig.WaitTag(t, s.c, "app", "generation 1 served again", rig.ServedIs(1, gen1))
-	s.waitAgentsServe("app")
-
+	})
 	n := int32(len(s.cl.Nodes()))
-	if _, err := s.cl.Client().AppsV1().Deployments("default").Create(ctx, spreadDeployment("app", app, n), metav1.CreateOptions{}); err != nil {
+	d := cluster.SpreadDeployment("app", n, corev1.Container{Name: "app", Image: app, ImagePullPolicy: corev1.PullIfNotPresent})
+	// Every pod goes before its replacement starts: one per node, always.
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	if _, err := s.cl.Client().AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.waitPodsOn(ctx, "app", gen1, int(n))
-	return [2]string{gen1, gen2}
+	s.waitPodsOn(ctx, "app", gens[0], int(n))
+	return gens
 }
 
 // pinStrict pins generation 1 of a Tag in the strict registry while its
 // upstream has moved to generation 2.
 func (s *suite) pinStrict(ctx context.Context) pinnedPull {
-	t := s.t
 	image := s.strict.Host() + "/team/strict:v1"
-	gen1 := cluster.PushRunnableImage(t, s.strict, "team/strict", "v1", "strict-generation-1")
-	if err := s.c.Create(ctx, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "strict"}, Spec: v1alpha1.TagSpec{Image: image}}); err != nil {
+	gens := s.pinFirstOfTwo(ctx, s.strict, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "strict"}, Spec: v1alpha1.TagSpec{Image: image}})
+	return pinnedPull{image, gens[0]}
+}
+
+// pinFirstOfTwo creates tag, whose image is in reg, with a first image
+// pushed; pushes a second under the same tag, waits for the Tag to serve it,
+// then pins generation 1 and waits until every node's agent has the Tag. It
+// returns both digests.
+func (s *suite) pinFirstOfTwo(ctx context.Context, reg *rig.Registry, tag *v1alpha1.Tag) [2]string {
+	t := s.t
+	ref, err := pins.ParseReference(tag.Spec.Image)
+	if err != nil {
 		t.Fatal(err)
 	}
-	rig.WaitTag(t, s.c, "strict", "generation 1 served", rig.ServedIs(1, gen1))
-	gen2 := cluster.PushRunnableImage(t, s.strict, "team/strict", "v1", "strict-generation-2")
-	rig.AnnotateCheck(t, s.c, "strict", "moved")
-	rig.WaitTag(t, s.c, "strict", "generation 2 served", rig.ServedIs(2, gen2))
-	rig.PatchTag(t, s.c, "strict", `{"spec":{"generation":1}}`)
-	rig.WaitTag(t, s.c, "strict", "generation 1 served again", rig.ServedIs(1, gen1))
-	s.waitAgentsServe("strict")
-	return pinnedPull{image, gen1}
+	push := func(gen int) string {
+		return cluster.PushRunnableImage(t, reg, ref.Repository, ref.Tag, fmt.Sprintf("%s-generation-%d", tag.Name, gen))
+	}
+	gen1 := push(1)
+	if err := s.c.Create(ctx, tag); err != nil {
+		t.Fatal(err)
+	}
+	rig.WaitTag(t, s.c, tag.Name, "generation 1 served", rig.ServedIs(1, gen1))
+	gen2 := push(2)
+	rig.AnnotateCheck(t, s.c, tag.Name, "moved")
+	rig.WaitTag(t, s.c, tag.Name, "generation 2 served", rig.ServedIs(2, gen2))
+	rig.PatchTag(t, s.c, tag.Name, `{"spec":{"generation":1}}`)
+	rig.WaitTag(t, s.c, tag.Name, "generation 1 served again", rig.ServedIs(1, gen1))
+	s.waitAgentsServe(tag.Name)
+	return [2]string{gen1, gen2}
 }
 
 // waitAgentsServe waits until every node's agent has written hosts.toml for

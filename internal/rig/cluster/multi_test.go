@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 
 	"github.com/tagger-project/tagger/internal/rig"
 )
@@ -162,31 +161,11 @@ func internalIP(n *corev1.Node) string {
 // webDeployment is replicas waiter pods answering HTTP on 8080 with marker,
 // one per node.
 func webDeployment(image, marker string, replicas int32) *appsv1.Deployment {
-	labels := map[string]string{"app": "web"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(replicas),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
-							LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
-							TopologyKey:   corev1.LabelHostname,
-						}},
-					}},
-					TerminationGracePeriodSeconds: ptr.To[int64](2),
-					Containers: []corev1.Container{{
-						Name: "web", Image: image, Args: []string{marker},
-						Env:            []corev1.EnvVar{{Name: "WAITER_SERVE", Value: ":8080"}},
-						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
-					}},
-				},
-			},
-		},
-	}
+	return SpreadDeployment("web", replicas, corev1.Container{
+		Name: "web", Image: image, Args: []string{marker},
+		Env:            []corev1.EnvVar{{Name: "WAITER_SERVE", Value: ":8080"}},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+	})
 }
 
 // clientPod runs the waiter once with args on node.

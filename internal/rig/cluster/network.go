@@ -24,6 +24,18 @@ type cniNetwork struct {
 // pickNetwork names the cluster's bridge and picks a /24 in 10.200.0.0/13
 // that no address or route of the machine overlaps.
 func pickNetwork(id string) (cniNetwork, error) {
+	used := machineNets()
+	for range 100 {
+		_, cand, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/24", 200+rand.IntN(8), rand.IntN(256)))
+		if !overlapsAny(cand, used) {
+			return cniNetwork{Name: "clustertest-" + id, Bridge: "ctbr-" + id, Subnet: cand.String()}, nil
+		}
+	}
+	return cniNetwork{}, errors.New("pick a pod subnet: every candidate overlaps this machine's networks")
+}
+
+// machineNets lists the machine's interface networks and route destinations.
+func machineNets() []*net.IPNet {
 	var used []*net.IPNet
 	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {
@@ -32,21 +44,17 @@ func pickNetwork(id string) (cniNetwork, error) {
 			}
 		}
 	}
-	used = append(used, routes()...)
-	for range 100 {
-		_, cand, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/24", 200+rand.IntN(8), rand.IntN(256)))
-		clash := false
-		for _, u := range used {
-			if u.Contains(cand.IP) || cand.Contains(u.IP) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
-			return cniNetwork{Name: "clustertest-" + id, Bridge: "ctbr-" + id, Subnet: cand.String()}, nil
+	return append(used, routes()...)
+}
+
+// overlapsAny reports whether cand and any of used share addresses.
+func overlapsAny(cand *net.IPNet, used []*net.IPNet) bool {
+	for _, u := range used {
+		if u.Contains(cand.IP) || cand.Contains(u.IP) {
+			return true
 		}
 	}
-	return cniNetwork{}, errors.New("pick a pod subnet: every candidate overlaps this machine's networks")
+	return false
 }
 
 // routes reads the IPv4 routing table's destinations.

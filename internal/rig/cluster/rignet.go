@@ -42,25 +42,10 @@ func (n rigNet) chain() string        { return "TGCT-" + strings.TrimPrefix(n.Br
 // pickRigNet picks a /16 in 10.208.0.0/12 (single-node clusters pick /24s
 // in 10.200.0.0/13, so the two never meet) that the machine does not use.
 func pickRigNet(id string) (rigNet, error) {
-	var used []*net.IPNet
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				used = append(used, n)
-			}
-		}
-	}
-	used = append(used, routes()...)
+	used := machineNets()
 	for _, b := range rand.Perm(16) {
 		_, cand, _ := net.ParseCIDR(fmt.Sprintf("10.%d.0.0/16", 208+b))
-		clash := false
-		for _, u := range used {
-			if u.Contains(cand.IP) || cand.Contains(u.IP) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
+		if !overlapsAny(cand, used) {
 			return rigNet{Prefix: fmt.Sprintf("10.%d", 208+b), Bridge: "tgct" + id}, nil
 		}
 	}
