@@ -32,8 +32,18 @@ func (c *Common) Register(fs *flag.FlagSet) {
 }
 
 // Logger builds the logger the flags ask for.
+//
+// It is the process's logger: controller-runtime and client-go (klog) log
+// through it too. That is set here, once, before the process starts any
+// client, since both are process-wide and swapping them under running
+// goroutines is a data race.
 func (c *Common) Logger() (*logrus.Logger, error) {
-	return logging.New(os.Stderr, c.LogFormat, c.LogLevel)
+	log, err := logging.New(os.Stderr, c.LogFormat, c.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	logging.SetKubeLoggers(log)
+	return log, nil
 }
 
 // RESTConfig loads the client config in kubectl's order: the explicit path,

@@ -34,7 +34,6 @@ import (
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/httplimits"
-	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 	"github.com/tagger-project/tagger/pkg/registryclient"
 )
@@ -121,7 +120,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if o.MaxConcurrentCaches < 1 {
 		return fmt.Errorf("--max-concurrent-caches must be at least 1, got %d", o.MaxConcurrentCaches)
 	}
-	logging.SetKubeLoggers(log)
 	// client-go's default (5/s, burst 10) would cap the controller at about
 	// five checks a second, whatever the upstream allows.
 	cfg = rest.CopyConfig(cfg)

@@ -26,7 +26,6 @@ import (
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/pkg/httplimits"
-	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/mirror"
 	"github.com/tagger-project/tagger/pkg/node/containerdconfig"
 	"github.com/tagger-project/tagger/pkg/node/hostsprobe"
@@ -160,7 +159,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 // New builds the agent and binds its listeners (so ":0" addresses resolve
 // before hosts.toml names the mirror); Run starts it.
 func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) {
-	logging.SetKubeLoggers(log.WithField("component", "node-agent"))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), version.NewCollector())
 	a = &Agent{

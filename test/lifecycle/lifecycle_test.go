@@ -61,10 +61,12 @@ func TestInstalledLifecycle(t *testing.T) {
 // each runs generation 1. It returns both digests.
 func (s *suite) pinnedOnEveryNode(ctx context.Context, app string) [2]string {
 	t := s.t
+	// The upstream's move reaches the controller by a webhook, through the
+	// chart's webhook Service.
 	gens := s.pinFirstOfTwo(ctx, s.up, &v1alpha1.Tag{
 		ObjectMeta: metav1.ObjectMeta{Name: "app"},
 		Spec:       v1alpha1.TagSpec{Image: app, Rollout: &v1alpha1.RolloutSpec{Restart: true}},
-	})
+	}, func() { s.postWebhook(ctx, app) })
 	n := int32(len(s.cl.Nodes()))
 	d := cluster.SpreadDeployment("app", n, corev1.Container{Name: "app", Image: app, ImagePullPolicy: corev1.PullIfNotPresent})
 	// Every pod goes before its replacement starts: one per node, always.
@@ -80,15 +82,16 @@ func (s *suite) pinnedOnEveryNode(ctx context.Context, app string) [2]string {
 // upstream has moved to generation 2.
 func (s *suite) pinStrict(ctx context.Context) pinnedPull {
 	image := s.strict.Host() + "/team/strict:v1"
-	gens := s.pinFirstOfTwo(ctx, s.strict, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "strict"}, Spec: v1alpha1.TagSpec{Image: image}})
+	gens := s.pinFirstOfTwo(ctx, s.strict, &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "strict"}, Spec: v1alpha1.TagSpec{Image: image}},
+		func() { rig.AnnotateCheck(s.t, s.c, "strict", "moved") })
 	return pinnedPull{image, gens[0]}
 }
 
 // pinFirstOfTwo creates tag, whose image is in reg, with a first image
-// pushed; pushes a second under the same tag, waits for the Tag to serve it,
-// then pins generation 1 and waits until every node's agent has the Tag. It
-// returns both digests.
-func (s *suite) pinFirstOfTwo(ctx context.Context, reg *rig.Registry, tag *v1alpha1.Tag) [2]string {
+// pushed; pushes a second under the same tag, tells the controller with
+// moved, waits for the Tag to serve it, then pins generation 1 and waits
+// until every node's agent has the Tag. It returns both digests.
+func (s *suite) pinFirstOfTwo(ctx context.Context, reg *rig.Registry, tag *v1alpha1.Tag, moved func()) [2]string {
 	t := s.t
 	ref, err := pins.ParseReference(tag.Spec.Image)
 	if err != nil {
@@ -103,7 +106,7 @@ func (s *suite) pinFirstOfTwo(ctx context.Context, reg *rig.Registry, tag *v1alp
 	}
 	rig.WaitTag(t, s.c, tag.Name, "generation 1 served", rig.ServedIs(1, gen1))
 	gen2 := push(2)
-	rig.AnnotateCheck(t, s.c, tag.Name, "moved")
+	moved()
 	rig.WaitTag(t, s.c, tag.Name, "generation 2 served", rig.ServedIs(2, gen2))
 	rig.PatchTag(t, s.c, tag.Name, `{"spec":{"generation":1}}`)
 	rig.WaitTag(t, s.c, tag.Name, "generation 1 served again", rig.ServedIs(1, gen1))

@@ -7,6 +7,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,6 +48,8 @@ type suite struct {
 	helm    rig.HelmRunner
 	values  string // the values file of the install
 	started time.Time
+	// webhookToken is the generic webhook receiver's token.
+	webhookToken string
 	// before is every node's certs.d before the install, by node name.
 	before map[string]map[string]string
 }
@@ -154,8 +157,10 @@ func (s *suite) pushRegistryImage() {
 func (s *suite) install(ctx context.Context, imageTag string) {
 	t := s.t
 	plain := []string{s.up.Host(), s.strict.Host()}
+	s.webhookToken = s.createWebhookSecret(ctx)
 	values, err := yaml.Marshal(map[string]any{
 		"image":      map[string]any{"repository": s.images.Host() + "/tagger", "tag": imageTag},
+		"webhooks":   map[string]any{"enabled": true, "secretName": webhookSecret},
 		"controller": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text"},
 		"nodeAgent": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text",
 			"strictRegistries": []string{s.strict.Host()}},
@@ -312,4 +317,40 @@ func (s *suite) checkPolicyTypes(ctx context.Context) {
 		}
 		return true, ""
 	})
+}
+
+// webhookSecret is the Secret with the webhook receivers' tokens.
+const webhookSecret = "tagger-webhooks"
+
+// createWebhookSecret creates the release namespace and the webhook Secret
+// (an operator's step before the install) and returns the generic token.
+func (s *suite) createWebhookSecret(ctx context.Context) string {
+	cs := s.cl.Client()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+	token := rand.Text()
+	if _, err := cs.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: webhookSecret},
+		StringData: map[string]string{"generic": token},
+	}, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+	return token
+}
+
+// postWebhook tells the controller that image moved through the generic
+// webhook receiver, from a pod, through the webhook Service's DNS name (as a
+// CI job in the cluster would).
+func (s *suite) postWebhook(ctx context.Context, image string) {
+	t := s.t
+	client := s.images.Host() + "/tools/client:v1"
+	cluster.PushRunnableImage(t, s.images, "tools/client", "v1", "client")
+	url := fmt.Sprintf("http://%s-controller-webhooks.%s.svc.cluster.local:8080/hooks/generic/%s", release, namespace, s.webhookToken)
+	pod := cluster.ClientPod("webhook-"+rand.Text()[:8], s.cl.Nodes()[0].Name(), client, false, "-post", url, fmt.Sprintf(`{"image":%q}`, image))
+	pod.Name = strings.ToLower(pod.Name)
+	out := s.cl.RunToCompletion(ctx, t, pod)
+	if !strings.HasPrefix(out, "20") {
+		t.Fatalf("webhook through the Service: %q", out)
+	}
 }

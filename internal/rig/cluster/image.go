@@ -45,7 +45,10 @@ import (
 func main() {
 	args := os.Args[1:]
 	if len(args) == 2 && args[0] == "-get" {
-		os.Exit(get(args[1]))
+		os.Exit(request(args[1], "", false))
+	}
+	if len(args) == 3 && args[0] == "-post" {
+		os.Exit(request(args[1], args[2], true))
 	}
 	if len(args) == 2 && args[0] == "-touch" {
 		if err := os.WriteFile(args[1], []byte("touched\n"), 0o644); err != nil {
@@ -70,21 +73,31 @@ func main() {
 	<-c
 }
 
-func get(url string) int {
+func request(url, body string, post bool) int {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	var last error
 	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
-		resp, err := hc.Get(url)
+		var resp *http.Response
+		var err error
+		if post {
+			resp, err = hc.Post(url, "application/json", strings.NewReader(body))
+		} else {
+			resp, err = hc.Get(url)
+		}
 		if err != nil {
 			last = err
 			continue
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if post && resp.StatusCode/100 != 2 {
+			last = fmt.Errorf("%d %s", resp.StatusCode, b)
+			continue
+		}
 		fmt.Printf("%d %s", resp.StatusCode, b)
 		return 0
 	}
-	fmt.Println("get:", last)
+	fmt.Println("request:", last)
 	return 1
 }
 `

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/tagger-project/tagger/internal/rig"
 )
@@ -92,7 +91,7 @@ func TestMultiNodeCluster(t *testing.T) {
 		}
 		for kind, url := range urls {
 			name := fmt.Sprintf("get-%s-%s", kind, n.Name())
-			out := runToCompletion(ctx, t, c, clientPod(name, n.Name(), image, kind == "host", "-get", url))
+			out := c.RunToCompletion(ctx, t, ClientPod(name, n.Name(), image, kind == "host", "-get", url))
 			if !strings.Contains(out, "200 "+marker) {
 				t.Errorf("%s on %s: GET %s: %q, want 200 %s", kind, n.Name(), url, out, marker)
 			}
@@ -100,10 +99,10 @@ func TestMultiNodeCluster(t *testing.T) {
 	}
 
 	// A hostPath lands on its node alone.
-	touch := clientPod("touch-"+nodes[0].Name(), nodes[0].Name(), image, false, "-touch", "/host/etc-containerd/probe")
+	touch := ClientPod("touch-"+nodes[0].Name(), nodes[0].Name(), image, false, "-touch", "/host/etc-containerd/probe")
 	touch.Spec.Volumes = []corev1.Volume{{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/containerd"}}}}
 	touch.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "host", MountPath: "/host/etc-containerd"}}
-	runToCompletion(ctx, t, c, touch)
+	c.RunToCompletion(ctx, t, touch)
 	for i, n := range nodes {
 		_, err := os.Stat(filepath.Join(filepath.Dir(n.ContainerdConfigPath()), "probe"))
 		if got, want := err == nil, i == 0; got != want {
@@ -166,51 +165,4 @@ func webDeployment(image, marker string, replicas int32) *appsv1.Deployment {
 		Env:            []corev1.EnvVar{{Name: "WAITER_SERVE", Value: ":8080"}},
 		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
 	})
-}
-
-// clientPod runs the waiter once with args on node.
-func clientPod(name, node, image string, hostNetwork bool, args ...string) *corev1.Pod {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			NodeName:      node,
-			RestartPolicy: corev1.RestartPolicyNever,
-			HostNetwork:   hostNetwork,
-			Containers:    []corev1.Container{{Name: "main", Image: image, Args: args}},
-		},
-	}
-	if hostNetwork {
-		p.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
-	}
-	return p
-}
-
-// runToCompletion creates pod, waits until it has ended and returns its
-// log; a pod that failed fails the test.
-func runToCompletion(ctx context.Context, t *testing.T, c *Cluster, pod *corev1.Pod) string {
-	t.Helper()
-	pods := c.Client().CoreV1().Pods("default")
-	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create pod %s: %v", pod.Name, err)
-	}
-	var got *corev1.Pod
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		got = p
-		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed, nil
-	})
-	if err != nil {
-		t.Fatalf("pod %s did not complete: %v (%+v)", pod.Name, err, got.Status)
-	}
-	out, err := c.ContainerLog(got, "main")
-	if err != nil {
-		t.Fatalf("pod %s: %v", pod.Name, err)
-	}
-	if got.Status.Phase != corev1.PodSucceeded {
-		t.Errorf("pod %s on %s failed: %s", pod.Name, pod.Spec.NodeName, out)
-	}
-	return out
 }
