@@ -51,7 +51,7 @@ func TestInstalledLifecycle(t *testing.T) {
 	s.agentKilledThenContainerdRestarted(ctx, app, gens[0])
 	s.phase("f: agent SIGKILLed and containerd restarted on one node: pins hold, agent back")
 	leader, registry := s.nodeLost(ctx, app, gens[0])
-	s.phase("g: node of the bundled registry lost: leader moved in %v (0: it was elsewhere), registry Ready elsewhere %v after the node was declared out of service", leader, registry)
+	s.phase("g: nodes lost: the bundled registry Ready elsewhere %v after its node was declared out of service; the leader's Lease taken over %v after its node stopped", registry, leader)
 	s.uninstall(ctx)
 	s.phase("h: helm uninstall: every node's certs.d restored byte for byte")
 }

@@ -32,7 +32,7 @@ func (s *suite) nodeLost(ctx context.Context, image, pinned string) (leader, reg
 	reg := s.registryPod(ctx)
 	n := s.cl.Node(reg.Spec.NodeName)
 	holder := s.leaseHolder(ctx)
-	leaderHere := strings.HasPrefix(holder, s.podOn(ctx, "app.kubernetes.io/component=controller", n.Name()))
+	leaderHere := strings.HasPrefix(holder, s.podOn(ctx, "app.kubernetes.io/component=controller", n.Name())+"_")
 	t.Logf("stopping %s (registry pod %s; leader %s, on this node: %v)", n.Name(), reg.Name, holder, leaderHere)
 	began := time.Now()
 	n.Stop()
@@ -75,7 +75,38 @@ func (s *suite) nodeLost(ctx context.Context, image, pinned string) (leader, reg
 	}
 	n.Start()
 	s.waitInstalled(ctx)
+	if !leaderHere {
+		leader = s.leaderNodeLost(ctx)
+	}
 	return leader, registry
+}
+
+// leaderNodeLost stops the node of the controller leader: the other
+// replica takes the Lease without anyone acting. It returns how long that
+// took, and brings the node back.
+func (s *suite) leaderNodeLost(ctx context.Context) time.Duration {
+	t := s.t
+	holder := s.leaseHolder(ctx)
+	var n *cluster.Node
+	for _, o := range s.cl.Nodes() {
+		if name := s.podOn(ctx, "app.kubernetes.io/component=controller", o.Name()); strings.HasPrefix(holder, name+"_") {
+			n = o
+		}
+	}
+	if n == nil {
+		t.Fatalf("no node runs the leader %s", holder)
+	}
+	t.Logf("stopping %s, the leader's node (%s)", n.Name(), holder)
+	began := time.Now()
+	n.Stop()
+	rig.WaitFor(t, 2*time.Minute, "another controller replica leads", func() (bool, string) {
+		h := s.leaseHolder(ctx)
+		return h != holder && h != "", h
+	})
+	took := time.Since(began).Round(time.Second)
+	n.Start()
+	s.waitInstalled(ctx)
+	return took
 }
 
 // pullPinned pulls image afresh through node n's CRI and checks it got pinned.
