@@ -27,6 +27,7 @@ import (
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/internal/rig/inproc"
+	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
 
@@ -55,6 +56,8 @@ func run(d *rig.Program) error {
 	if err != nil {
 		return err
 	}
+	// The in-process controller and agent log as the binaries do.
+	logging.SetKubeLoggers(kc.Log)
 	d.Cleanup(func() { _ = kc.Stop() })
 	c := kc.Client
 

@@ -18,6 +18,7 @@ import (
 	"github.com/tagger-project/tagger/internal/rig"
 	"github.com/tagger-project/tagger/internal/rig/inproc"
 	"github.com/tagger-project/tagger/pkg/hooks"
+	"github.com/tagger-project/tagger/pkg/logging"
 	"github.com/tagger-project/tagger/pkg/node"
 	"github.com/tagger-project/tagger/pkg/pins"
 )
@@ -45,6 +46,8 @@ func start(ctx context.Context, p *rig.Program, bin string) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The in-process controller and agent log as the binaries do.
+	logging.SetKubeLoggers(kc.Log)
 	p.Cleanup(func() { _ = kc.Stop() })
 	e := &env{kube: kc}
 	e.upstream = rig.StartRegistry(p, filepath.Join(bin, "registry"), rig.RegistryOptions{})
