@@ -50,6 +50,11 @@ func StartKube(binDir string) (*Kube, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "deploy", "crds")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: binDir,
+		// envtest's default (20s) is too short for a kube-apiserver starting
+		// on a 2-core machine while make test runs cluster suites and an
+		// image build beside it: seen failing in CI.
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
 	}
 	cfg, err := env.Start()
 	if err != nil {
