@@ -10,7 +10,7 @@
 # internal/rig/cluster) containerd crictl seaweedfs (weed, the S3-compatible
 # server internal/rig runs) coredns (the cluster DNS the rig's clusters run)
 # buildkit (buildkitd and buildctl, which build the Dockerfile without a Docker
-# engine). The default builds them all; the
+# engine) promtool (checks and unit-tests the alerting rules). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
@@ -26,6 +26,7 @@ COREDNS_VERSION=v1.15.0
 BUILDKIT_VERSION=v0.34.2
 REGISTRY_VERSION=v3.1.2
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+PROMETHEUS_VERSION=v0.316.0
 
 TESTBIN_DIR=${TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin}
 mkdir -p "$TESTBIN_DIR/bin"
@@ -165,8 +166,15 @@ build_seaweedfs() {
     github.com/seaweedfs/seaweedfs/weed
 }
 
+# promtool checks and unit-tests the PrometheusRule alerts (deploy/monitoring).
+# The Go module's v0.N.x versions are Prometheus 3.N.x releases.
+build_promtool() {
+  gobuild prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit promtool)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
@@ -178,6 +186,7 @@ for t in "${targets[@]}"; do
     seaweedfs|weed) build_seaweedfs ;;
     coredns) build_coredns ;;
     buildkit) build_buildkit ;;
+    promtool) build_promtool ;;
     *) echo "testbin: unknown target $t" >&2; exit 2 ;;
   esac
 done
