@@ -31,6 +31,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/controller/check"
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
+	"github.com/tagger-project/tagger/pkg/controller/registryprobe"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/httplimits"
@@ -223,6 +224,9 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 			Log:           log.WithField("component", "copy"),
 		}
 	}
+	if err := addRegistryProbe(mgr, o, log); err != nil {
+		return err
+	}
 	if err := cacher.SetupWithManager(mgr, o.MaxConcurrentCaches); err != nil {
 		return fmt.Errorf("set up Tag caching controller: %w", err)
 	}
@@ -239,6 +243,18 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 	}
 	if err := restarter.SetupWithManager(mgr, restartWorkers); err != nil {
 		return fmt.Errorf("set up Tag restart controller: %w", err)
+	}
+	return nil
+}
+
+// addRegistryProbe exports whether the bundled registry answers
+// (tagger_bundled_registry_up), on every replica.
+func addRegistryProbe(mgr manager.Manager, o Options, log *logrus.Logger) error {
+	if o.RegistryURL == "" {
+		return nil
+	}
+	if err := mgr.Add(registryprobe.New(o.RegistryURL, log.WithField("component", "registry-probe"))); err != nil {
+		return fmt.Errorf("add bundled registry probe: %w", err)
 	}
 	return nil
 }

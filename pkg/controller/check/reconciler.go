@@ -68,6 +68,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var tag v1alpha1.Tag
 	if err := r.Client.Get(ctx, req.NamespacedName, &tag); err != nil {
 		if apierrors.IsNotFound(err) {
+			forgetTag(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
@@ -75,6 +76,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
 	if !tag.DeletionTimestamp.IsZero() {
 		// The caching controller removes its copies; nothing is served.
+		forgetTag(tag.Name)
 		return ctrl.Result{}, nil
 	}
 	orig := tag.Status.DeepCopy()
@@ -128,7 +130,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference, now time.Time, log logrus.FieldLogger) {
 	start := time.Now()
 	obs, err := r.observe(ctx, tag, ref)
-	checkDuration.Observe(time.Since(start).Seconds())
+	checkDuration.WithLabelValues(ref.Registry).Observe(time.Since(start).Seconds())
 	st := &tag.Status
 	if err != nil {
 		failures := int32(1)
@@ -140,7 +142,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 			st.LastCheck.RetryAfter = &metav1.Duration{Duration: wait}
 		}
 		tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
-		checksTotal.WithLabelValues(v1alpha1.CheckFailed).Inc()
+		checksTotal.WithLabelValues(ref.Registry, v1alpha1.CheckFailed).Inc()
 		log.WithError(err).WithField("failures", failures).Warn("upstream check failed; pin unchanged")
 		return
 	}
@@ -158,7 +160,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 	}
 	st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: result, Message: msg}
 	tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionTrue, result, msg)
-	checksTotal.WithLabelValues(result).Inc()
+	checksTotal.WithLabelValues(ref.Registry, result).Inc()
 }
 
 // observe does the upstream I/O of one check: a HEAD, and for a digest not
@@ -282,6 +284,7 @@ func (r *Reconciler) finish(tag *v1alpha1.Tag) {
 	st.ObservedGeneration = tag.Generation
 	st.CheckAnnotation = tag.Annotations[v1alpha1.CheckAnnotation]
 	tagstatus.Derive(tag)
+	recordTag(tag)
 }
 
 func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {
