@@ -35,11 +35,11 @@ image: testbin deps
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crds
-	cp deploy/crds/*.yaml deploy/chart/tagger/crds/ 2>/dev/null || true
+	rm -f deploy/chart/tagger/files/crds/*.yaml && cp deploy/crds/*.yaml deploy/chart/tagger/files/crds/
 
 ## verify-generated: fail when generated files are stale
 verify-generated: generate
-	@git diff --exit-code -- api deploy/crds deploy/chart/tagger/crds || \
+	@git diff --exit-code -- api deploy/crds deploy/chart/tagger/files/crds || \
 		{ echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 ## testbin: build the real binaries the tests use (cached outside the checkout)
