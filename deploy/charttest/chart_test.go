@@ -478,6 +478,7 @@ func checkDefaults(t *testing.T, r *rendered) {
 		"Role/tagger-controller-leader-election",
 		"RoleBinding/tagger-controller-leader-election",
 		"Service/tagger-controller-metrics",
+		"Service/tagger-node-agent-metrics",
 		"Service/tagger-registry",
 		"ServiceAccount/tagger-controller",
 		"ServiceAccount/tagger-node-agent",
