@@ -248,11 +248,22 @@ func (e *upgradeEnv) checkNewSchema(t *testing.T, pruned, created string) {
 	}
 }
 
-// TestCRDUpgrade: `helm upgrade` carries a CRD schema change to a real
-// apiserver, helm uninstall keeps the CRD and the Tags, and a reinstall
+// TestCRDUpgrade: helm install refuses values the schema refuses; `helm
+// upgrade` carries a CRD schema change to a real apiserver, helm uninstall keeps the CRD and the Tags, and a reinstall
 // adopts the kept CRD.
 func TestCRDUpgrade(t *testing.T) {
 	e := newUpgradeEnv(t)
+	// values.schema.json: helm install refuses a typo'd or wrong-typed
+	// value before it creates anything.
+	for _, tt := range schemaRefusals {
+		vf := writeValues(t, tt.values)
+		if _, err := e.helm.Run(t.Context(), append(installArgs("install", chartDir), "--values", vf)...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("helm install with %s:\n%s\nanswered %v, want %q", tt.name, tt.values, err, tt.want)
+		}
+	}
+	if _, err := e.crd(t); !apierrors.IsNotFound(err) {
+		t.Fatalf("refused installs created the CRD: %v", err)
+	}
 	e.run(t, installArgs("install", olderChart(t, false))...)
 	e.checkOldSchema(t, "old")
 
