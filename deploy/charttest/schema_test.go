@@ -145,3 +145,28 @@ func TestValuesSchemaRefuses(t *testing.T) {
 		}
 	})
 }
+
+// TestChartReadmeDescribesEveryValue: the chart README (helm-docs, `make
+// docs`; `make lint` checks it is current) has a description for every value,
+// so every value in values.yaml carries a "# --" comment.
+func TestChartReadmeDescribesEveryValue(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for line := range strings.Lines(string(data)) {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| Key ") {
+			continue
+		}
+		rows++
+		cells := strings.Split(strings.TrimSpace(line), " | ")
+		if len(cells) < 4 || strings.TrimSpace(strings.TrimSuffix(cells[len(cells)-1], "|")) == "" {
+			t.Errorf("chart README: %s has no description: add a `# --` comment above it in values.yaml and run `make docs`",
+				strings.TrimPrefix(cells[0], "| "))
+		}
+	}
+	if rows < len(loadValues(t)) {
+		t.Errorf("chart README lists %d values; run `make docs`", rows)
+	}
+}
