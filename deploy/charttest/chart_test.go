@@ -706,7 +706,7 @@ func TestLint(t *testing.T) {
 		"rwx":            rwxValues,
 	} {
 		t.Run(name, func(t *testing.T) {
-			args := []string{"lint", "--strict", chartDir, "--namespace", namespace}
+			args := []string{"lint", "--strict", chartDir, "--namespace", namespace, "--kube-version", kubeVersion}
 			if values != "" {
 				args = append(args, "--values", writeValues(t, values))
 			}

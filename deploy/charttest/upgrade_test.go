@@ -339,3 +339,21 @@ func TestRenderCRDs(t *testing.T) {
 		t.Error("crds.enabled=false still renders the CRD")
 	}
 }
+
+// TestRenderKubeVersion: Chart.yaml's kubeVersion (1.29) and the startup
+// gate's 1.30 (ValidatingAdmissionPolicy v1), each refused with a message.
+func TestRenderKubeVersion(t *testing.T) {
+	base := []string{"template", releaseName, chartDir, "--namespace", namespace}
+	off := []string{"--set", "nodeAgent.startupTaint.enabled=false"}
+	if _, err := runHelm(t, append(base, "--kube-version", "1.29.0")...); err == nil ||
+		!strings.Contains(err.Error(), "nodeAgent.startupTaint needs Kubernetes 1.30+") {
+		t.Errorf("defaults on 1.29: %v, want the startup gate's 1.30 refusal", err)
+	}
+	if _, err := runHelm(t, append(append(base, "--kube-version", "1.29.0"), off...)...); err != nil {
+		t.Errorf("1.29 without the startup gate: %v", err)
+	}
+	if _, err := runHelm(t, append(append(base, "--kube-version", "1.28.9"), off...)...); err == nil ||
+		!strings.Contains(err.Error(), "chart requires kubeVersion") {
+		t.Errorf("1.28: %v, want Chart.yaml's kubeVersion refusal", err)
+	}
+}
