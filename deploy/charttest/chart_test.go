@@ -706,7 +706,7 @@ func TestLint(t *testing.T) {
 		"rwx":            rwxValues,
 	} {
 		t.Run(name, func(t *testing.T) {
-			args := []string{"lint", "--strict", chartDir, "--namespace", namespace, "--kube-version", kubeVersion}
+			args := []string{"lint", "--strict", chartDir, "--namespace", namespace}
 			if values != "" {
 				args = append(args, "--values", writeValues(t, values))
 			}

@@ -52,27 +52,22 @@ func runHelm(t testing.TB, args ...string) (string, error) {
 	return r.Run(context.Background(), args...)
 }
 
-// Release name, namespace and Kubernetes version of every render, as in
-// hack/render-manifests.sh. The version is the lowest the default values
-// work on (Chart.yaml's kubeVersion, and the startup gate's 1.30): helm built
-// from source, as here, assumes v1.20 without --kube-version.
+// Release name and namespace of every render, as in hack/render-manifests.sh.
 const (
 	releaseName = "tagger"
 	namespace   = "tagger-system"
-	kubeVersion = "1.30.0"
 )
 
 // renderArgs are the arguments of hack/render-manifests.sh's helm template:
 // without hooks (the uninstall hook must not run when the plain manifests
 // are applied; hookRenderArgs renders it).
 func renderArgs(extra ...string) []string {
-	return append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--kube-version", kubeVersion,
-		"--include-crds", "--no-hooks"}, extra...)
+	return append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--include-crds", "--no-hooks"}, extra...)
 }
 
 // hookRenderArgs render the chart's hooks alone.
 func hookRenderArgs(extra ...string) []string {
-	return append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--kube-version", kubeVersion,
+	return append([]string{"template", releaseName, chartDir, "--namespace", namespace,
 		"--show-only", "templates/node-cleanup-hook.yaml"}, extra...)
 }
 

@@ -14,12 +14,11 @@ import (
 // chartMeta is the part of Chart.yaml checked here.
 type chartMeta struct {
 	AppVersion  string            `json:"appVersion"`
-	KubeVersion string            `json:"kubeVersion"`
 	Maintainers []map[string]any  `json:"maintainers"`
 	Annotations map[string]string `json:"annotations"`
 }
 
-// TestChartMetadata: Chart.yaml declares kubeVersion and maintainers, and
+// TestChartMetadata: Chart.yaml declares maintainers, and
 // its ArtifactHub annotations parse and agree with the chart: the images
 // with values.yaml's defaults, the CRDs with files/crds.
 func TestChartMetadata(t *testing.T) {
@@ -32,8 +31,8 @@ func TestChartMetadata(t *testing.T) {
 	if err := yaml.Unmarshal(data, &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.KubeVersion == "" || len(c.Maintainers) == 0 {
-		t.Errorf("Chart.yaml kubeVersion %q, maintainers %v: both required", c.KubeVersion, c.Maintainers)
+	if len(c.Maintainers) == 0 {
+		t.Error("Chart.yaml: no maintainers")
 	}
 	for _, k := range []string{"artifacthub.io/license", "artifacthub.io/prerelease"} {
 		if c.Annotations[k] == "" {
