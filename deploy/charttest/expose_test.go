@@ -106,7 +106,7 @@ func TestRenderExposureRefuses(t *testing.T) {
 		"route without webhooks": {"webhooks:\n  httpRoute:\n    enabled: true\n    parentRefs: [{name: gw}]\n",
 			"webhooks.httpRoute.enabled needs webhooks.enabled=true"},
 		"route without parents":  {"webhooks:\n  enabled: true\n  httpRoute:\n    enabled: true\n", "needs webhooks.httpRoute.parentRefs"},
-		"loopback agent metrics": {"nodeAgent:\n  metricsAddr: 127.0.0.1:9091\n", `nodeAgent.metricsAddr="127.0.0.1:9091" is loopback`},
+		"agent metrics without a port": {"nodeAgent:\n  metricsAddr: \"9091\"\n", `nodeAgent.metricsAddr="9091" has no port`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := runHelm(t, renderArgs("--values", writeValues(t, tt.values))...)
@@ -138,6 +138,8 @@ func TestRenderNodeAgentMetricsService(t *testing.T) {
 	}
 	for _, values := range []string{
 		"nodeAgent:\n  metricsAddr: \"0\"\n",
+		"nodeAgent:\n  metricsAddr: 127.0.0.1:9091\n",
+		"nodeAgent:\n  metricsAddr: \"[::1]:9091\"\n",
 		"nodeAgent:\n  metrics:\n    service:\n      enabled: false\n",
 		"nodeAgent:\n  enabled: false\n",
 	} {
