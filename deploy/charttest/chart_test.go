@@ -699,11 +699,12 @@ func TestRenderRefuses(t *testing.T) {
 
 func TestLint(t *testing.T) {
 	for name, values := range map[string]string{
-		"defaults":       "",
-		"s3":             s3Values,
-		"node agent":     nodeAgentValues,
-		"node agent off": nodeAgentOffValues,
-		"rwx":            rwxValues,
+		"defaults":         "",
+		"s3":               s3Values,
+		"node agent":       nodeAgentValues,
+		"node agent off":   nodeAgentOffValues,
+		"rwx":              rwxValues,
+		"webhooks exposed": webhookExposeValues,
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := []string{"lint", "--strict", chartDir, "--namespace", namespace}
