@@ -105,7 +105,7 @@ func TestRenderExposureRefuses(t *testing.T) {
 		"ingress without webhooks": {"webhooks:\n  ingress:\n    enabled: true\n", "webhooks.ingress.enabled needs webhooks.enabled=true"},
 		"route without webhooks": {"webhooks:\n  httpRoute:\n    enabled: true\n    parentRefs: [{name: gw}]\n",
 			"webhooks.httpRoute.enabled needs webhooks.enabled=true"},
-		"route without parents":  {"webhooks:\n  enabled: true\n  httpRoute:\n    enabled: true\n", "needs webhooks.httpRoute.parentRefs"},
+		"route without parents":        {"webhooks:\n  enabled: true\n  httpRoute:\n    enabled: true\n", "needs webhooks.httpRoute.parentRefs"},
 		"agent metrics without a port": {"nodeAgent:\n  metricsAddr: \"9091\"\n", `nodeAgent.metricsAddr="9091" has no port`},
 	} {
 		t.Run(name, func(t *testing.T) {
