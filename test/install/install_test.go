@@ -37,6 +37,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -71,12 +73,19 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	}
 	bins := rig.Commands(t, rig.Race)
 
-	// helm install, as an operator would, with webhooks on.
+	// helm install, as an operator would, with webhooks on. The chart
+	// installs the CRD (a template), so the rig's goes first.
+	deleteRigCRD(t, kc)
 	helm := rig.HelmRunner{Dir: rig.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
 	if out, err := helm.Run(ctx, "install", release, "deploy/chart/tagger", "--namespace", namespace, "--create-namespace",
 		"--set", "webhooks.enabled=true", "--set", "webhooks.secretName="+webhookName); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// Helm does not wait for a templated CRD to be served.
+	rig.WaitFor(t, waitTimeout, "Tags served through the chart's CRD", func() (bool, string) {
+		err := c.List(ctx, &v1alpha1.TagList{})
+		return err == nil, fmt.Sprint(err)
+	})
 	status, err := helm.Run(ctx, "status", release, "--namespace", namespace, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -349,6 +358,25 @@ func waitServed(t *testing.T, c client.Client, gen int64, d, mirrorAddr, image s
 		return tag.Status.ServedGeneration == gen && tag.Status.ServedDigest == d && tag.Status.CachedServed &&
 				mirror == "200 "+d,
 			fmt.Sprintf("mirror %q; status %s", mirror, st)
+	})
+}
+
+// deleteRigCRD deletes the Tag CRD rig.NewKube installed from deploy/crds
+// (without Helm's ownership metadata, helm install would refuse to take it
+// over; docs/upgrade.md) and waits until it is gone.
+func deleteRigCRD(t *testing.T, kc *rig.Kube) {
+	t.Helper()
+	dc, err := dynamic.NewForConfig(kc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds := dc.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	if err := crds.Delete(context.Background(), "tags.tagger.dev", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the rig's Tag CRD: %v", err)
+	}
+	rig.WaitFor(t, waitTimeout, "the rig's Tag CRD deleted", func() (bool, string) {
+		_, err := crds.Get(context.Background(), "tags.tagger.dev", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 }
 
