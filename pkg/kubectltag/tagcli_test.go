@@ -143,10 +143,12 @@ func TestCommands(t *testing.T) {
 		stderr     string   // substring
 		wantStdout string   // exact, when set
 	}{
+		// Fields the status omits are empty cells, as the apiserver's
+		// Table (kubectl get tags) has them.
 		{args: "list", wantStdout: "" +
 			"NAME   IMAGE                          SERVED   DIGEST                LATEST   CACHED   AGE\n" +
-			"app    registry.example/team/app:v1   2        sha256:000000000000   3        false    90s\n" +
-			"new    registry.example/team/app:v1   <none>   <none>                <none>   false    90s\n"},
+			"app    registry.example/team/app:v1   2        sha256:000000000000   3                 90s\n" +
+			"new    registry.example/team/app:v1                                                    90s\n"},
 		{args: "history app", wantStdout: "" +
 			"GEN   DIGEST                SERVED   CACHED   PLATFORMS                 FIRST SEEN\n" +
 			"3     sha256:000000000000            false    linux/amd64,linux/arm64   <unknown>\n" +
