@@ -51,6 +51,9 @@ func (a *app) restConfig() (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
+	if err := a.checkConfigured(cfg); err != nil {
+		return nil, err
+	}
 	cfg.UserAgent = "kubectl-tag"
 	// kubectl's own limits: the default 5 QPS would throttle the wait loops.
 	if cfg.QPS == 0 {
@@ -60,6 +63,20 @@ func (a *app) restConfig() (*rest.Config, error) {
 	cfg.WarningHandler = rest.NewWarningWriter(a.errOut, rest.WarningWriterOptions{Deduplicate: true})
 	a.rest = cfg
 	return cfg, nil
+}
+
+// checkConfigured fails when nothing named a cluster: clientcmd then falls
+// back to http://localhost:8080, and the user would see only a refused
+// connection there.
+func (a *app) checkConfigured(cfg *rest.Config) error {
+	if cfg.Host != "http://localhost:8080" || *a.config.APIServer != "" {
+		return nil
+	}
+	raw, err := a.config.ToRawKubeConfigLoader().RawConfig()
+	if err == nil && len(raw.Clusters) > 0 {
+		return nil
+	}
+	return fmt.Errorf("load kubeconfig: no cluster is configured: no kubeconfig (--kubeconfig, $KUBECONFIG or ~/.kube/config), no in-cluster config and no --server")
 }
 
 // tags returns the client the commands use, building it on first use.

@@ -67,7 +67,14 @@ func (o *output) formats() []string {
 	return append(own, o.flags.AllowedFormats()...)
 }
 
-func (o *output) format() string { return *o.flags.OutputFormat }
+// format is -o; --template without -o means go-template, as in kubectl.
+func (o *output) format() string {
+	f := *o.flags.OutputFormat
+	if tf := o.flags.TemplatePrinterFlags; f == "" && tf != nil && tf.TemplateArgument != nil && *tf.TemplateArgument != "" {
+		return "go-template"
+	}
+	return f
+}
 
 // is reports whether -o selects one of the command's own formats.
 func (o *output) is(formats ...string) bool {

@@ -80,8 +80,10 @@ func fetchTable(ctx context.Context, rc rest.Interface, name string) (*metav1.Ta
 	if name != "" {
 		req, doing = req.Name(name), "get"
 	}
-	raw, err := req.Do(ctx).Raw()
+	res := req.Do(ctx)
+	raw, err := res.Raw()
 	if err != nil {
+		err = res.Error() // the apiserver's Status (Forbidden, ...) rather than Raw's generic error
 		if apierrors.IsNotFound(err) && name == "" {
 			return nil, fmt.Errorf("the Tag API (%s) is not served by this cluster; are the tagger CRDs installed? %w", v1alpha1.GroupVersion, err)
 		}
