@@ -290,17 +290,6 @@ func TestCheckTimeout(t *testing.T) {
 	}
 }
 
-func TestHelp(t *testing.T) {
-	f := newFixture(t)
-	for _, args := range [][]string{nil, {"--help"}, {"pin", "--help"}} {
-		var out, errOut bytes.Buffer
-		code := Run(context.Background(), args, &out, &errOut, Options{Client: f.c})
-		if code != 0 || !strings.Contains(out.String(), "kubectl tag") || errOut.Len() != 0 {
-			t.Fatalf("%q: code %d stdout %q stderr %q", args, code, out.String(), errOut.String())
-		}
-	}
-}
-
 func TestListEmpty(t *testing.T) {
 	out, errOut, code := newFixture(t).run("list")
 	if code != 0 || out != "" || errOut != "No Tags found.\n" {
