@@ -154,6 +154,12 @@ func TestCommands(t *testing.T) {
 			"3     sha256:000000000000            false    linux/amd64,linux/arm64   <unknown>\n" +
 			"2     sha256:000000000000   *        false    linux/amd64,linux/arm64   <unknown>\n" +
 			"1     sha256:000000000000            true     linux/amd64,linux/arm64   <unknown>\n"},
+		{args: "history app -o jsonpath={.generations[?(@.served==true)].generation}", wantStdout: "2"},
+		{args: "history app -o name", wantStdout: "tag.tagger.dev/app\n"},
+		{args: "history app -o wide", stdout: []string{"IMAGE", digestOf(2) + "   *", "registry.example/team/app:v1"}},
+		{args: "get app -o jsonpath={.spec.image}", wantStdout: "registry.example/team/app:v1"},
+		{args: "get app new -o name", wantStdout: "tag.tagger.dev/app\ntag.tagger.dev/new\n"},
+		{args: "get app nope -o name", code: 1, stdout: []string{"tag.tagger.dev/app\n"}, stderr: `error: Tag "nope" not found`},
 		{args: "history app --no-trunc", stdout: []string{digestOf(3), digestOf(2) + "   *", digestOf(1)}},
 		{args: "history new", stderr: `Tag "new" has no generations yet`},
 		{args: "history nope", code: 1, stderr: `error: Tag "nope" not found`},
@@ -207,7 +213,8 @@ func TestCommands(t *testing.T) {
 			if !strings.Contains(errOut, tt.stderr) {
 				t.Fatalf("stderr lacks %q:\n%s", tt.stderr, errOut)
 			}
-			if tt.code != 0 && out != "" && !strings.HasPrefix(tt.args, "check") {
+			// check prints its result and get the Tags it found, as kubectl get does.
+			if tt.code != 0 && out != "" && !strings.HasPrefix(tt.args, "check") && !strings.HasPrefix(tt.args, "get ") {
 				t.Fatalf("a failed command wrote to stdout:\n%s", out)
 			}
 		})
