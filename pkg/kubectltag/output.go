@@ -76,7 +76,8 @@ func (o *output) format() string {
 	return f
 }
 
-// is reports whether -o selects one of the command's own formats.
+// is reports whether -o selects one of formats (custom-columns=... counts
+// as outputCustomColumns).
 func (o *output) is(formats ...string) bool {
 	f := o.format()
 	if strings.HasPrefix(f, outputCustomColumns) {
@@ -85,7 +86,7 @@ func (o *output) is(formats ...string) bool {
 	return slices.Contains(formats, f)
 }
 
-// own reports whether the command renders the output itself.
+// ownFormat reports whether the command renders the output itself.
 func (o *output) ownFormat() bool { return o.is(o.own...) }
 
 // check validates -o before anything is sent to the apiserver.

@@ -60,6 +60,11 @@ func TestOutputFormats(t *testing.T) {
 		if fromYAML.Status.ServedDigest != digest || fromYAML.Spec.Image != image {
 			t.Fatalf("get -o yaml: %+v", fromYAML)
 		}
+		var fromKYAML v1alpha1.Tag
+		decode(t, unmarshalYAML, ok(t, "get out -o kyaml"+kc), &fromKYAML)
+		if fromKYAML.Kind != "Tag" || fromKYAML.Status.ServedDigest != digest {
+			t.Fatalf("get -o kyaml: %+v", fromKYAML)
+		}
 		var list v1alpha1.TagList
 		decode(t, unmarshalYAML, ok(t, "list -o yaml"+kc), &list)
 		if list.Kind != "TagList" || len(list.Items) < 3 {
