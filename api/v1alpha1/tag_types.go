@@ -80,7 +80,11 @@ type TagSpec struct {
 	Cache bool `json:"cache,omitempty"`
 
 	// PullSecretRef names a kubernetes.io/dockerconfigjson Secret with
-	// credentials for the upstream registry. The controller reads only this Secret.
+	// credentials for the upstream registry. The controller reads only this
+	// Secret, by name. By default it may read pull Secrets in one namespace
+	// only, its own (the chart's pullSecrets.scope and pullSecrets.namespace):
+	// a Secret elsewhere is not read, and the Tag is not Ready with reason
+	// PullSecretNotAllowed, the message naming the allowed namespace.
 	// +optional
 	PullSecretRef *SecretReference `json:"pullSecretRef,omitempty"`
 
