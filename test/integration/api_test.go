@@ -53,6 +53,8 @@ func TestImageValidationAgrees(t *testing.T) {
 		{"registry.example/" + strings.Repeat("a", 255) + ":v1", true, ""},
 		{strings.Repeat("a", 247) + ":v1", true, ""}, // library/ + 247 = 255
 		{"team/" + strings.Repeat("a", 250), true, ""},
+		{"index.docker.io/" + strings.Repeat("a", 247), true, ""}, // docker.io/library/...
+		{"Docker.io/" + strings.Repeat("a", 255), true, ""},       // not Docker Hub: no library/
 		{hex64 + ":v1", true, ""},
 
 		{"Nginx:1.27", false, "lowercase"},
@@ -82,6 +84,7 @@ func TestImageValidationAgrees(t *testing.T) {
 		{strings.Repeat("a", 248) + ":v1", false, "255"},
 		{"docker.io/" + strings.Repeat("a", 248), false, "255"},
 		{"team/" + strings.Repeat("a", 251), false, "255"},
+		{"index.docker.io/" + strings.Repeat("a", 248), false, "255"},
 		{hex64, false, "image ID"},
 	}
 	for i, tc := range cases {
