@@ -90,7 +90,6 @@ var (
 	controllerPerms = map[string][]string{
 		"tagger.dev/tags":        {"get", "list", "patch", "update", "watch"},
 		"tagger.dev/tags/status": {"get", "patch", "update"},
-		"/secrets":               {"get"}, // the one Secret a Tag names; never list or watch
 		"events.k8s.io/events":   {"create", "patch"},
 		"/events":                {"create", "patch"},
 		// spec.rollout.restart: restart workloads like `kubectl rollout restart`.
@@ -99,6 +98,10 @@ var (
 		"apps/daemonsets":   {"get", "list", "patch", "watch"},
 		"/namespaces":       {"list", "watch"},
 	}
+	// The pull Secrets (pullSecrets.scope=namespace, in pullSecrets.namespace)
+	// and the webhook Secret (by name, when pull Secrets live elsewhere): the
+	// one Secret a Tag names, read by name; never list or watch.
+	secretGetPerms      = map[string][]string{"/secrets": {"get"}}
 	leaderElectionPerms = map[string][]string{
 		"coordination.k8s.io/leases": {"create", "delete", "get", "list", "patch", "update", "watch"},
 	}
@@ -146,6 +149,9 @@ func TestRender(t *testing.T) {
 		{name: "startup taint key", values: startupTaintValues, check: checkStartupTaintKey},
 		{name: "filesystem ReadWriteMany", values: rwxValues, check: checkReadWriteMany},
 		{name: "webhooks enabled", values: "webhooks:\n  enabled: true\n", check: checkWebhooks},
+		{name: "pull secrets in the release namespace", check: checkPullSecrets(namespace, false)},
+		{name: "pull secrets in their own namespace and the webhook Secret by name", values: "pullSecrets:\n  namespace: registry-creds\nwebhooks:\n  enabled: true\n  secretName: hooks\n", check: checkPullSecrets("registry-creds", true)},
+		{name: "pull secrets cluster-wide", values: "pullSecrets:\n  scope: cluster\n", check: checkPullSecrets("", false)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,6 +170,8 @@ func checkCommon(t *testing.T, r *rendered) {
 		switch {
 		case clusterScoped[o.kind] && o.ns != "":
 			t.Errorf("%s is cluster-scoped but sets namespace %q", o, o.ns)
+		case o.name == "tagger-controller-pull-secrets" && o.ns != "":
+			// pullSecrets.namespace: where the pull Secrets are (checkPullSecrets).
 		case !clusterScoped[o.kind] && o.ns != namespace:
 			t.Errorf("%s: namespace %q, want %q (plain manifests must say where they go)", o, o.ns, namespace)
 		}
@@ -238,11 +246,15 @@ func checkCommon(t *testing.T, r *rendered) {
 		"--registry-url=http://tagger-registry." + namespace + ".svc:5000", // spec.cache copies go here
 	}
 	// --webhook-addr depends on webhooks.enabled: "0" by default, checked
-	// with the webhook values in checkWebhooks.
+	// with the webhook values in checkWebhooks; --pull-secret-namespace on
+	// pullSecrets, checked in checkPullSecrets.
 	args := slices.DeleteFunc(slices.Clone(c.Args), func(a string) bool { return strings.HasPrefix(a, "--webhook-addr=") })
 	if len(c.Args)-len(args) != 1 {
 		t.Errorf("controller args %q: want exactly one --webhook-addr", c.Args)
 	}
+	args = slices.DeleteFunc(args, func(a string) bool {
+		return strings.HasPrefix(a, "--pull-secret-namespace=") || strings.HasPrefix(a, "--webhook-secret=")
+	})
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("controller args:\n got %q\nwant %q", c.Args, wantArgs)
 	}
@@ -370,8 +382,19 @@ func checkRestricted(t *testing.T, what string, pod *corev1.PodSecurityContext, 
 // promises, Secrets are readable only by name and only by the controller, and
 // every binding points at a rendered role and ServiceAccount.
 func checkRBAC(t *testing.T, r *rendered) {
+	// pullSecrets.scope=cluster: the controller's ClusterRole reads Secrets
+	// by name instead of the pull-secrets Role.
+	_, namespaced := r.find("Role", "tagger-controller-pull-secrets")
+	ctrlPerms := maps.Clone(controllerPerms)
+	secretReaders := []string{"Role/tagger-controller-pull-secrets", "Role/tagger-controller-webhook-secret"}
+	if !namespaced {
+		ctrlPerms["/secrets"] = []string{"get"}
+		secretReaders = append(secretReaders, "ClusterRole/tagger-controller")
+	}
 	want := map[string]map[string][]string{
-		"ClusterRole/tagger-controller":          controllerPerms,
+		"ClusterRole/tagger-controller":          ctrlPerms,
+		"Role/tagger-controller-pull-secrets":    secretGetPerms,
+		"Role/tagger-controller-webhook-secret":  secretGetPerms, // resourceNames: the webhook Secret
 		"Role/tagger-controller-leader-election": leaderElectionPerms,
 		"ClusterRole/tagger-node-agent":          nodeAgentPerms, // when nodeAgent.enabled (the default)
 		"ClusterRole/" + startupTaintName:        startupTaintPerms,
@@ -392,10 +415,13 @@ func checkRBAC(t *testing.T, r *rendered) {
 		key := o.kind + "/" + o.name
 		perms, problems := permissions(rules)
 		for _, p := range problems {
+			if key == "Role/tagger-controller-webhook-secret" && strings.Contains(p, "resourceNames") {
+				continue // the one Secret whose name the chart knows
+			}
 			t.Errorf("%s: %s", key, p)
 		}
-		if verbs, ok := perms["/secrets"]; ok && (key != "ClusterRole/tagger-controller" || !slices.Equal(verbs, []string{"get"})) {
-			t.Errorf("%s grants %v on secrets; only the controller may, and only get (it reads the one Secret a Tag names, never lists or watches)", key, verbs)
+		if verbs, ok := perms["/secrets"]; ok && (!slices.Contains(secretReaders, key) || !slices.Equal(verbs, []string{"get"})) {
+			t.Errorf("%s grants %v on secrets; only the controller's %v may, and only get (it reads the one Secret a Tag names, never lists or watches)", key, verbs, secretReaders)
 		}
 		expected, ok := want[key]
 		if !ok {
@@ -424,12 +450,16 @@ func checkRBAC(t *testing.T, r *rendered) {
 	wantBindings := map[string]string{ // binding -> role, bound to the ServiceAccount of the same component
 		"ClusterRoleBinding/tagger-controller":          "ClusterRole/tagger-controller",
 		"RoleBinding/tagger-controller-leader-election": "Role/tagger-controller-leader-election",
+		"RoleBinding/tagger-controller-pull-secrets":    "Role/tagger-controller-pull-secrets",
+		"RoleBinding/tagger-controller-webhook-secret":  "Role/tagger-controller-webhook-secret",
 		"ClusterRoleBinding/tagger-node-agent":          "ClusterRole/tagger-node-agent",
 		"ClusterRoleBinding/" + startupTaintName:        "ClusterRole/" + startupTaintName,
 	}
 	wantSA := map[string]string{
 		"ClusterRoleBinding/tagger-controller":          "tagger-controller",
 		"RoleBinding/tagger-controller-leader-election": "tagger-controller",
+		"RoleBinding/tagger-controller-pull-secrets":    "tagger-controller",
+		"RoleBinding/tagger-controller-webhook-secret":  "tagger-controller",
 		"ClusterRoleBinding/tagger-node-agent":          "tagger-node-agent",
 		"ClusterRoleBinding/" + startupTaintName:        "tagger-node-agent",
 	}
@@ -476,7 +506,9 @@ func checkDefaults(t *testing.T, r *rendered) {
 		"PersistentVolumeClaim/tagger-registry",
 		"PodDisruptionBudget/tagger-controller",
 		"Role/tagger-controller-leader-election",
+		"Role/tagger-controller-pull-secrets",
 		"RoleBinding/tagger-controller-leader-election",
+		"RoleBinding/tagger-controller-pull-secrets",
 		"Service/tagger-controller-metrics",
 		"Service/tagger-node-agent-metrics",
 		"Service/tagger-registry",
@@ -647,6 +679,44 @@ func checkWebhooks(t *testing.T, r *rendered) {
 	}
 }
 
+// checkPullSecrets: with a pull-secret namespace, the controller is told it
+// and may get Secrets there only (a Role there, none in the ClusterRole);
+// the webhook Secret, when pull Secrets live elsewhere, by name only. With
+// pullSecrets.scope=cluster (ns ""), neither Role and no flag.
+func checkPullSecrets(ns string, webhookRole bool) func(*testing.T, *rendered) {
+	return func(t *testing.T, r *rendered) {
+		d := get[*appsv1.Deployment](t, r, "Deployment", "tagger-controller")
+		args := container(t, d.Spec.Template.Spec, "controller").Args
+		v, n := flagValue(args, "pull-secret-namespace")
+		role, found := r.find("Role", "tagger-controller-pull-secrets")
+		if ns == "" {
+			if n != 0 || found {
+				t.Errorf("scope=cluster: --pull-secret-namespace given %d times, pull-secrets Role rendered: %v", n, found)
+			}
+			return
+		}
+		if n != 1 || v != ns {
+			t.Errorf("controller args %q: want --pull-secret-namespace=%s once", args, ns)
+		}
+		if !found || role.(*rbacv1.Role).Namespace != ns {
+			t.Fatalf("no pull-secrets Role in namespace %s", ns)
+		}
+		if b, ok := r.find("RoleBinding", "tagger-controller-pull-secrets"); !ok || b.(*rbacv1.RoleBinding).Namespace != ns {
+			t.Errorf("no pull-secrets RoleBinding in namespace %s", ns)
+		}
+		wh, found := r.find("Role", "tagger-controller-webhook-secret")
+		if found != webhookRole {
+			t.Fatalf("webhook-secret Role rendered: %v, want %v", found, webhookRole)
+		}
+		if found {
+			rules := wh.(*rbacv1.Role).Rules
+			if len(rules) != 1 || !slices.Equal(rules[0].ResourceNames, []string{"hooks"}) || wh.(*rbacv1.Role).Namespace != namespace {
+				t.Errorf("webhook-secret Role %+v in %s, want get on Secret hooks in %s", rules, wh.(*rbacv1.Role).Namespace, namespace)
+			}
+		}
+	}
+}
+
 // TestRenderRefuses: values that cannot work fail `helm template` with a
 // message that says what to change.
 func TestRenderRefuses(t *testing.T) {
@@ -677,6 +747,11 @@ func TestRenderRefuses(t *testing.T) {
 			name:   "unknown storage type",
 			values: "registry:\n  storage:\n    type: gcs\n",
 			want:   `registry.storage.type must be "filesystem" or "s3", got "gcs"`,
+		},
+		{
+			name:   "unknown pull-secret scope",
+			values: "pullSecrets:\n  scope: everywhere\n",
+			want:   `pullSecrets.scope="everywhere": want namespace`,
 		},
 		{
 			name:   "controller replicas without leader election",

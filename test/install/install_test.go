@@ -118,6 +118,9 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: webhookName},
 			Data: map[string][]byte{"generic": []byte(webhookToken)}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
+		// Pull Secrets live in the release namespace (pullSecrets.scope=namespace,
+		// the default); the one in apps is refused unread.
+		pullSecret(namespace, "regcred", up.Host(), "robot", "s3cret"),
 		pullSecret("apps", "regcred", up.Host(), "robot", "s3cret"),
 	)
 	workloads := []client.Object{
@@ -159,11 +162,24 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
 		Image: image, Cache: true,
-		PullSecretRef: &v1alpha1.SecretReference{Namespace: "apps", Name: "regcred"},
+		PullSecretRef: &v1alpha1.SecretReference{Namespace: namespace, Name: "regcred"},
 		Rollout:       &v1alpha1.RolloutSpec{Restart: true},
 	}}
 	mustCreate(t, c, tag)
 	waitServed(t, c, 1, img1.Digest.String(), mirrorAddr, image)
+
+	// A pull Secret outside the release namespace: not Ready, saying where
+	// pull Secrets must be, and never read (no "forbidden" in the logs).
+	elsewhere := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}, Spec: v1alpha1.TagSpec{
+		Image:         up.Host() + "/team/elsewhere:v1",
+		PullSecretRef: &v1alpha1.SecretReference{Namespace: "apps", Name: "regcred"},
+	}}
+	mustCreate(t, c, elsewhere)
+	refused := rig.WaitTagFor(t, waitTimeout, c, "elsewhere", "PullSecretNotAllowed",
+		rig.ConditionIs(v1alpha1.ConditionReady, metav1.ConditionFalse, "PullSecretNotAllowed"))
+	if msg := rig.Condition(refused, v1alpha1.ConditionReady).Message; !strings.Contains(msg, fmt.Sprintf("namespace %q", namespace)) {
+		t.Errorf("Ready message %q does not name the release namespace", msg)
+	}
 
 	// A push and its webhook: generation 2, cached, on the node, workloads restarted.
 	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
