@@ -20,7 +20,7 @@ import (
 var freeFormKeys = []string{
 	"annotations", "podAnnotations", "podLabels", "commonLabels", "nodeSelector",
 	"resources", "affinity", "podSecurityContext", "securityContext",
-	"livenessProbe", "readinessProbe", "updateStrategy",
+	"livenessProbe", "readinessProbe", "updateStrategy", "labels",
 }
 
 // schemaNode is the part of JSON Schema values.schema.json uses.
