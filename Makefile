@@ -2,7 +2,11 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+# helm as its release builds are: stamped with the Kubernetes version of its client-go
+# (1.37), which helm template and lint assume offline (internal/rig.HelmLDFlags)
+HELM_LDFLAGS := -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
+HELM ?= $(GO) run -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@v3.22.0
 # The chart README is generated from values.yaml's "# --" comments (make docs).
 HELM_DOCS ?= $(GO) run github.com/norwoodj/helm-docs/cmd/helm-docs@v1.14.2
 HELM_DOCS_ARGS := --chart-search-root deploy/chart --sort-values-order file --log-level warning

@@ -10,7 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HELM=${HELM:-go run helm.sh/helm/v3/cmd/helm@v3.22.0}
+# The ldflags stamp the Kubernetes version helm assumes offline, as helm's release builds
+# do (internal/rig.HelmLDFlags); unstamped it assumes v1.20, below the chart's kubeVersion.
+v=helm.sh/helm/v3/pkg
+helm_ldflags="-X $v/chartutil.k8sVersionMajor=1 -X $v/chartutil.k8sVersionMinor=37 -X $v/lint/rules.k8sVersionMajor=1 -X $v/lint/rules.k8sVersionMinor=37"
+go_helm() { go run -ldflags "$helm_ldflags" helm.sh/helm/v3/cmd/helm@v3.22.0 "$@"; }
+HELM=${HELM:-go_helm}
 out=deploy/manifests/tagger.yaml
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT

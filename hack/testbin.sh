@@ -52,7 +52,9 @@ link() {
 }
 
 build_kube() {
-  local out=$TESTBIN_DIR/kubernetes-$KUBE_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+  # -stamped: the binaries report KUBE_VERSION (helm checks a chart's kubeVersion against
+  # the apiserver's), not the unparsable v0.0.0-master of an unstamped source build.
+  local out=$TESTBIN_DIR/kubernetes-$KUBE_VERSION-stamped bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local want=("${bins[@]}")
   [ "${KUBE_FULL:-0}" = 1 ] || want=(kube-apiserver)
   if cached "$out" "${want[@]}"; then link "$out" "${want[@]}"; return; fi
@@ -77,8 +79,11 @@ build_kube() {
     sed -i '1i //go:build tools\n' tools.go
     go mod tidy -e >/dev/null 2>&1 || true
     mkdir -p "$out"
+    local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+    local v=k8s.io/component-base/version
+    local ldflags="-X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
     for b in "${want[@]}"; do
-      [ -x "$out/$b" ] || go build -tags tools -o "$out/$b" "k8s.io/kubernetes/cmd/$b"
+      [ -x "$out/$b" ] || go build -tags tools -ldflags "$ldflags" -o "$out/$b" "k8s.io/kubernetes/cmd/$b"
     done
   )
   link "$out" "${want[@]}"

@@ -22,6 +22,13 @@ import (
 const (
 	HelmVersion = "v3.22.0"
 	HelmPackage = "helm.sh/helm/v3/cmd/helm"
+	// HelmLDFlags stamp the Kubernetes version helm assumes offline (helm
+	// template, lint), as helm's release builds do from their client-go
+	// (v0.37 for v3.22). Unstamped, a source build assumes v1.20 and refuses
+	// the chart's kubeVersion. Keep in step with the Makefile's HELM.
+	HelmLDFlags = "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 " +
+		"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37"
+	helmCacheName = "helm-" + HelmVersion + "-k8s1.37"
 )
 
 var (
@@ -31,7 +38,7 @@ var (
 )
 
 // HelmBinary returns the helm binary: $HELM when set, else helm HelmVersion cached
-// at ${XDG_CACHE_HOME:-$HOME/.cache}/tagger/tools/helm-<HelmVersion>, built from
+// at ${XDG_CACHE_HOME:-$HOME/.cache}/tagger/tools/helm-<HelmVersion>-k8s1.37, built from
 // the Go module proxy helmOnce (about a minute and a half cold) and reused by
 // later runs.
 func HelmBinary() (string, error) {
@@ -56,7 +63,7 @@ func findHelm() (string, error) {
 		cache = filepath.Join(home, ".cache")
 	}
 	toolsDir := filepath.Join(cache, "tagger", "tools")
-	bin := filepath.Join(toolsDir, "helm-"+HelmVersion)
+	bin := filepath.Join(toolsDir, helmCacheName)
 	if v, err := helmBinaryVersion(bin); err == nil && v == HelmVersion {
 		return bin, nil
 	}
@@ -104,7 +111,7 @@ func buildHelm(toolsDir, bin string) error {
 	defer os.RemoveAll(tmp)
 	// `go install pkg@version` builds helm with its own go.mod, exactly what
 	// `go run pkg@version` (hack/render-manifests.sh, the Makefile) runs.
-	cmd := exec.Command(gobin, "install", HelmPackage+"@"+HelmVersion)
+	cmd := exec.Command(gobin, "install", "-ldflags", HelmLDFlags, HelmPackage+"@"+HelmVersion)
 	cmd.Dir = tmp
 	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=", "GOWORK=off", "CGO_ENABLED=0")
 	var out bytes.Buffer
