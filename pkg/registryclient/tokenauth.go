@@ -60,6 +60,10 @@ type TokenAuth struct {
 
 	mu        sync.Mutex
 	challenge *auth.Challenge // the registry's Bearer challenge, learnt once
+	// openUntil: the registry answered /v2/ without asking for a token
+	// (authentication not on yet, e.g. mid-upgrade); requests go without
+	// one until then, or until a 401 brings a challenge.
+	openUntil time.Time
 	tokens    *authCache
 	fetches   singleflight.Group
 }
@@ -138,14 +142,14 @@ func (a *TokenAuth) header(ctx context.Context, u *url.URL, key authKey, scopes 
 			return h, nil
 		}
 		ch, err := a.bearerChallenge(ctx, u)
-		if err != nil {
+		if err != nil || ch == nil {
 			return "", err
 		}
 		creds, err := a.creds(ctx)
 		if err != nil {
 			return "", err
 		}
-		tok, ttl, err := fetchScopedToken(ctx, a.tokenHTTP, a.userAgent, ch, creds, scopes)
+		tok, ttl, err := fetchScopedToken(ctx, a.tokenHTTP, a.userAgent, *ch, creds, scopes)
 		if err != nil {
 			return "", err
 		}
@@ -162,36 +166,45 @@ func (a *TokenAuth) header(ctx context.Context, u *url.URL, key authKey, scopes 
 func (a *TokenAuth) setChallenge(ch auth.Challenge) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.challenge = &ch
+	a.challenge, a.openUntil = &ch, time.Time{}
 }
 
+// openRecheck is how long a registry that asked for no token is believed.
+const openRecheck = 30 * time.Second
+
 // bearerChallenge returns the registry's Bearer challenge, asking GET /v2/
-// without credentials the first time.
-func (a *TokenAuth) bearerChallenge(ctx context.Context, u *url.URL) (auth.Challenge, error) {
+// without credentials the first time; nil when the registry wants none.
+func (a *TokenAuth) bearerChallenge(ctx context.Context, u *url.URL) (*auth.Challenge, error) {
 	a.mu.Lock()
-	ch := a.challenge
+	ch, open := a.challenge, time.Now().Before(a.openUntil)
 	a.mu.Unlock()
-	if ch != nil {
-		return *ch, nil
+	if ch != nil || open {
+		return ch, nil
 	}
 	probe := url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/v2/"}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, probe.String(), nil)
 	if err != nil {
-		return auth.Challenge{}, err
+		return nil, err
 	}
 	req.Header.Set("User-Agent", a.userAgent)
 	resp, err := a.next.RoundTrip(req)
 	if err != nil {
-		return auth.Challenge{}, fmt.Errorf("GET %s: %w", probe.String(), err)
+		return nil, fmt.Errorf("GET %s: %w", probe.String(), err)
 	}
 	drain(resp)
+	if resp.StatusCode == http.StatusOK {
+		a.mu.Lock()
+		a.openUntil = time.Now().Add(openRecheck)
+		a.mu.Unlock()
+		return nil, nil
+	}
 	for _, c := range challenges(resp.Header) {
 		if c.Scheme == auth.BearerAuth && c.Parameters["realm"] != "" {
 			a.setChallenge(c)
-			return c, nil
+			return &c, nil
 		}
 	}
-	return auth.Challenge{}, fmt.Errorf("GET %s: answered %d without a Bearer challenge", probe.String(), resp.StatusCode)
+	return nil, fmt.Errorf("GET %s: answered %d without a Bearer challenge", probe.String(), resp.StatusCode)
 }
 
 // fetchScopedToken gets a token for scopes from a Bearer challenge's realm
@@ -286,7 +299,9 @@ func splitRepo(p string) (repo, rest string) {
 // must not change its request).
 func withAuthorization(req *http.Request, h string) *http.Request {
 	r := req.Clone(req.Context())
-	r.Header.Set("Authorization", h)
+	if h != "" {
+		r.Header.Set("Authorization", h)
+	}
 	return r
 }
 
