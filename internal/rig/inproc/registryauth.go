@@ -65,7 +65,7 @@ func NewAuthRegistry(t testing.TB, k *rig.Kube, o rig.RegistryOptions) *AuthRegi
 	dir := t.TempDir()
 	a := &AuthRegistry{Kube: k, KeyFile: filepath.Join(dir, "signing.key")}
 	var err error
-	if a.CertPEM, err = writeSigningKey(a.KeyFile); err != nil {
+	if a.CertPEM, err = WriteSigningKey(a.KeyFile); err != nil {
 		t.Fatalf("registry auth: %v", err)
 	}
 	ports, err := rig.FreePorts(1)
@@ -145,9 +145,9 @@ func ServiceAccountToken(t rig.T, k *rig.Kube, namespace, name, audience string)
 	return tr.Status.Token
 }
 
-// writeSigningKey writes a new RSA key to path and returns its self-signed
+// WriteSigningKey writes a new RSA key to path and returns its self-signed
 // certificate (PEM), as the chart's genCA makes them.
-func writeSigningKey(path string) ([]byte, error) {
+func WriteSigningKey(path string) ([]byte, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
