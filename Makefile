@@ -3,12 +3,16 @@ SHELL := /usr/bin/env bash
 GO ?= go
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+# The chart README is generated from values.yaml's "# --" comments (make docs).
+HELM_DOCS ?= $(GO) run github.com/norwoodj/helm-docs/cmd/helm-docs@v1.14.2
+HELM_DOCS_ARGS := --chart-search-root deploy/chart --sort-values-order file --log-level warning
+CHART_README := deploy/chart/tagger/README.md
 BIN := bin
 # The rig binaries live outside the checkout, keyed by version (hack/testbin.sh).
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build image generate verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
+.PHONY: all build image generate docs verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
 
 all: build
 
@@ -31,28 +35,37 @@ image: testbin deps
 	$(GO) run ./hack/image -version '$(VERSION)' -commit '$(COMMIT)' -date '$(DATE)' \
 		$(if $(IMAGE_DEST),-dest '$(IMAGE_DEST)',-oci '$(IMAGE_OCI)')
 
-## generate: deepcopy and CRD YAML from api/ (controller-gen)
-generate:
+## generate: deepcopy and CRD YAML from api/ (controller-gen); the chart's
+## templates/crds.yaml renders the copy in its files/crds; the chart README
+generate: docs
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crds
-	cp deploy/crds/*.yaml deploy/chart/tagger/crds/ 2>/dev/null || true
+	rm -f deploy/chart/tagger/files/crds/*.yaml && cp deploy/crds/*.yaml deploy/chart/tagger/files/crds/
+
+## docs: the chart's README.md from its README.md.gotmpl and the "# --"
+## comments in values.yaml (helm-docs)
+docs:
+	$(HELM_DOCS) $(HELM_DOCS_ARGS)
 
 ## verify-generated: fail when generated files are stale
 verify-generated: generate
-	@git diff --exit-code -- api deploy/crds deploy/chart/tagger/crds || \
+	@git diff --exit-code -- api deploy/crds deploy/chart/tagger/files/crds $(CHART_README) || \
 		{ echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 ## testbin: build the real binaries the tests use (cached outside the checkout)
 testbin:
 	TESTBIN_DIR=$(dir $(TAGGER_TESTBIN)) hack/testbin.sh
 
-## lint: gofmt, go vet, go.mod tidy, and the layout rule (the node side and the
-## controller side never link each other: internal/layout)
+## lint: gofmt, go vet, go.mod tidy, the layout rule (the node side and the
+## controller side never link each other: internal/layout), and the chart
+## README current with values.yaml
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; }
 	$(GO) test -count=1 ./internal/layout
+	@$(HELM_DOCS) $(HELM_DOCS_ARGS) --dry-run | diff -u $(CHART_README) - || \
+		{ echo "$(CHART_README) is stale: run 'make docs' and commit"; exit 1; }
 
 ## unit: fast tests that need no rig
 unit:

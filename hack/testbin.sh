@@ -10,7 +10,7 @@
 # internal/rig/cluster) containerd crictl seaweedfs (weed, the S3-compatible
 # server internal/rig runs) coredns (the cluster DNS the rig's clusters run)
 # buildkit (buildkitd and buildctl, which build the Dockerfile without a Docker
-# engine). The default builds them all; the
+# engine) promtool (checks and unit-tests the alerting rules). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
@@ -26,6 +26,7 @@ COREDNS_VERSION=v1.15.0
 BUILDKIT_VERSION=v0.34.2
 REGISTRY_VERSION=v3.1.2
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+PROMETHEUS_VERSION=v0.316.0
 
 TESTBIN_DIR=${TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin}
 mkdir -p "$TESTBIN_DIR/bin"
@@ -85,7 +86,8 @@ build_kube() {
 
 # gobuild NAME VERSION MODULE PKG... : build packages of MODULE@VERSION into the cache.
 # REPLACES (space-separated OLD=NEW@VERSION) carries a replace directive the
-# module's own go.mod has, since replaces do not apply to dependents.
+# module's own go.mod has, since replaces do not apply to dependents; GOTAGS
+# are build tags.
 gobuild() {
   local name=$1 version=$2 module=$3; shift 3
   local out=$TESTBIN_DIR/$name-$version bins=()
@@ -99,7 +101,7 @@ gobuild() {
     for r in ${REPLACES:-}; do go mod edit -replace "$r"; done
     go get "$module@$version" >/dev/null 2>&1 || go get "$module@$version"
     mkdir -p "$out"
-    for p in "$@"; do go build -o "$out/$(basename "$p")" "$p"; done
+    for p in "$@"; do go build ${GOTAGS:+-tags "$GOTAGS"} -o "$out/$(basename "$p")" "$p"; done
   )
   link "$out" "${bins[@]}"
 }
@@ -165,8 +167,17 @@ build_seaweedfs() {
     github.com/seaweedfs/seaweedfs/weed
 }
 
+# promtool checks and unit-tests the PrometheusRule alerts (deploy/monitoring).
+# The Go module's v0.N.x versions are Prometheus 3.N.x releases. remove_all_sd
+# leaves out the service discovery plugins (cloud SDKs): rule checks and unit
+# tests need none, and the build is minutes instead of most of an hour.
+build_promtool() {
+  GOTAGS=remove_all_sd gobuild promtool "$PROMETHEUS_VERSION" github.com/prometheus/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit promtool)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
@@ -178,6 +189,7 @@ for t in "${targets[@]}"; do
     seaweedfs|weed) build_seaweedfs ;;
     coredns) build_coredns ;;
     buildkit) build_buildkit ;;
+    promtool) build_promtool ;;
     *) echo "testbin: unknown target $t" >&2; exit 2 ;;
   esac
 done

@@ -44,13 +44,25 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.checkInterval) || duration(self.checkInterval) >= duration('1m')",message="checkInterval must be at least 1m"
 type TagSpec struct {
 	// Image is the tag reference pods use, e.g. "nginx:1.27" or
-	// "quay.io/org/app:v1". It must name a tag, not a digest; the controller
-	// records it normalized ("docker.io/library/nginx:1.27") in status.
+	// "quay.io/org/app:v1", by the distribution reference grammar: an
+	// optional registry host[:port] (a DNS name or an IP, recognized as a host
+	// when the first component has a '.' or ':', is "localhost", or has
+	// capitals), then a lowercase repository path, then an optional ":tag"
+	// ("latest" when left out; [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}). A digest
+	// ("@sha256:...") is refused: a Tag pins a tag to digests. The repository
+	// path may have at most 255 characters (Docker Hub names count their
+	// "library/" prefix). The controller records it normalized
+	// ("docker.io/library/nginx:1.27") in status.image.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][a-zA-Z0-9._/:-]*$`
-	// +kubebuilder:validation:XValidation:rule="!self.contains('@')",message="image must be a tag reference, not a digest reference"
-	// +kubebuilder:validation:XValidation:rule="!self.endsWith(':') && !self.endsWith('/')",message="image must be a complete tag reference"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('@')",message="image must be a tag reference, not a digest reference (no @sha256:...): a Tag pins a tag to digests"
+	// +kubebuilder:validation:XValidation:rule="!self.endsWith(':') && !self.endsWith('/')",message="image must be a complete tag reference (nothing may end in ':' or '/')"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$')",message="image must not be a 64-character hex string: that is an image ID, not a reference"
+	// +kubebuilder:validation:XValidation:rule="self.matches('(^|/)[^/:@]*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@.*)?$')",message="image's tag (after the last ':') must be 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-' (leave it out for latest)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([^/]*[.:A-Z][^/]*|localhost)/') ? self.matches('^[^/]*/[^A-Z:@]*([:@].*)?$') : self.matches('^[^A-Z:@]*([:@].*)?$')",message="image's repository path must be lowercase (only the registry host and the tag may have capitals)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([^/]*[.:A-Z][^/]*|localhost)/') ? self.matches('^[^/]*/[a-zA-Z0-9]+(([._]|__|-+)[a-zA-Z0-9]+)*(/[a-zA-Z0-9]+(([._]|__|-+)[a-zA-Z0-9]+)*)*([:@].*)?$') : self.matches('^[a-zA-Z0-9]+(([._]|__|-+)[a-zA-Z0-9]+)*(/[a-zA-Z0-9]+(([._]|__|-+)[a-zA-Z0-9]+)*)*([:@].*)?$')",message="image's repository path must be '/'-separated components of letters and digits, joined inside a component by one '.', one or two '_', or dashes (e.g. team/my-app)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([^/]*[.:A-Z][^/]*|localhost)/') || self.matches('^(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])([.]([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|[[][a-fA-F0-9:]+\\\\])(:[0-9]+)?/')",message="image's registry host (before the first '/') must be a DNS name, an IPv4 address or a bracketed IPv6 address, with an optional numeric port (e.g. registry.example:5000)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(docker[.]io|index[.]docker[.]io)/[^/]*$') ? self.matches('^[^/]*/[^:@]{0,247}([:@].*)?$') : self.matches('^([^/]*[.:A-Z][^/]*|localhost)/') ? self.matches('^[^/]*/[^:@]{0,255}([:@].*)?$') : self.contains('/') ? self.matches('^[^:@]{0,255}([:@].*)?$') : self.matches('^[^:@]{0,247}([:@].*)?$')",message="image's repository path must be at most 255 characters (a Docker Hub name counts its library/ prefix)"
 	Image string `json:"image"`
 
 	// Generation pins this generation of the history. Unset: serve the newest.
@@ -68,7 +80,11 @@ type TagSpec struct {
 	Cache bool `json:"cache,omitempty"`
 
 	// PullSecretRef names a kubernetes.io/dockerconfigjson Secret with
-	// credentials for the upstream registry. The controller reads only this Secret.
+	// credentials for the upstream registry. The controller reads only this
+	// Secret, by name. By default it may read pull Secrets in one namespace
+	// only, its own (the chart's pullSecrets.scope and pullSecrets.namespace):
+	// a Secret elsewhere is not read, and the Tag is not Ready with reason
+	// PullSecretNotAllowed, the message naming the allowed namespace.
 	// +optional
 	PullSecretRef *SecretReference `json:"pullSecretRef,omitempty"`
 
@@ -233,17 +249,29 @@ type TagStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// The printer columns: Ready is the Ready condition, False for a Tag in
+// Conflict, one whose last check failed, or one that serves nothing or not
+// the generation its spec asks; `kubectl get tags -o wide` adds when the
+// upstream was last checked, with what result, and the Ready reason. The
+// category "tagger" makes `kubectl get tagger` list them; not "all": Tags
+// are cluster-scoped, so `kubectl get all -n NS` would list every Tag
+// whatever the namespace.
+
 // Tag pins a mutable image tag to digests, one generation per upstream move.
 //
 // +kubebuilder:object:root=true
-// +kubebuilder:resource:scope=Cluster,shortName=tg
+// +kubebuilder:resource:scope=Cluster,shortName=tg,categories=tagger
 // +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`
 // +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.servedGeneration`
 // +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.servedShortDigest`
 // +kubebuilder:printcolumn:name="Latest",type=integer,JSONPath=`.status.latestGeneration`
 // +kubebuilder:printcolumn:name="Cached",type=boolean,JSONPath=`.status.cachedServed`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Last Check",type=date,priority=1,JSONPath=`.status.lastCheck.time`
+// +kubebuilder:printcolumn:name="Result",type=string,priority=1,JSONPath=`.status.lastCheck.result`
+// +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 type Tag struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

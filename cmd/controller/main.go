@@ -57,6 +57,7 @@ func run() error {
 	fs.IntVar(&o.RegistryBurst, "registry-burst", o.RegistryBurst, "upstream requests a registry may get at once (0: one second's worth)")
 	fs.Float64Var(&o.RestartQPS, "restart-qps", o.RestartQPS, "workload restart patches per second (spec.rollout.restart)")
 	fs.IntVar(&o.RestartBurst, "restart-burst", o.RestartBurst, "burst of workload restart patches")
+	fs.StringVar(&o.PullSecretNamespace, "pull-secret-namespace", o.PullSecretNamespace, "the only namespace Tags may name pull Secrets in (spec.pullSecretRef); \"\": any namespace, which needs get on Secrets cluster-wide")
 	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", o.UpstreamTimeout, "timeout of one upstream registry request")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err

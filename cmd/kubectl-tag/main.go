@@ -1,5 +1,7 @@
 // Command kubectl-tag is the `kubectl tag` plugin: put it on PATH and kubectl
-// runs it for `kubectl tag ...`. All logic lives in pkg/kubectltag.
+// runs it for `kubectl tag ...`; started as kubectl_complete-tag (a link to
+// it) it answers kubectl's completion requests. All logic lives in
+// pkg/kubectltag.
 package main
 
 import (
@@ -13,7 +15,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := kubectltag.Run(ctx, os.Args[1:], os.Stdout, os.Stderr, kubectltag.Options{})
+	code := kubectltag.Run(ctx, kubectltag.Args(os.Args[0], os.Args[1:]), os.Stdout, os.Stderr, kubectltag.Options{})
 	stop()
 	os.Exit(code)
 }

@@ -18,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -56,6 +57,9 @@ var decoder = func() runtime.Decoder {
 	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
 }()
 
+// gatewayGroup is the Gateway API's group (HTTPRoute), decoded unstructured.
+const gatewayGroup = "gateway.networking.k8s.io"
+
 var sourceLine = regexp.MustCompile(`(?m)^# Source: (.+)$`)
 
 // decodeAll decodes every document of a multi-document YAML stream into a
@@ -84,6 +88,13 @@ func decodeAll(data []byte) (*rendered, error) {
 			continue // only comments or separators
 		}
 		obj, gvk, err := decoder.Decode(doc, nil, nil)
+		if err != nil && runtime.IsNotRegisteredError(err) {
+			// Gateway API types are not in client-go: checked field by field.
+			u := &unstructured.Unstructured{}
+			if uerr := u.UnmarshalJSON(js); uerr == nil && u.GroupVersionKind().Group == gatewayGroup {
+				obj, gvk, err = u, ptr(u.GroupVersionKind()), nil
+			}
+		}
 		if err != nil {
 			if runtime.IsNotRegisteredError(err) {
 				return nil, fmt.Errorf("document %d (%s): unknown kind: %w", i, source, err)

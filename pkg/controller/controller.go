@@ -32,6 +32,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
 	"github.com/tagger-project/tagger/pkg/controller/registryauth"
+	"github.com/tagger-project/tagger/pkg/controller/registryprobe"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/hooks"
 	"github.com/tagger-project/tagger/pkg/httplimits"
@@ -89,6 +90,12 @@ type Options struct {
 	// RegistryQPS and RegistryBurst bound upstream requests per registry host.
 	RegistryQPS   float64
 	RegistryBurst int
+	// PullSecretNamespace confines the pull Secrets Tags may name
+	// (spec.pullSecretRef) to this one namespace: a Tag naming a Secret
+	// elsewhere fails its checks with PullSecretNotAllowed, and the
+	// manager's cache may hold Secrets of this namespace only. "": any
+	// namespace (the chart's pullSecrets.scope=cluster).
+	PullSecretNamespace string
 	// RestartQPS and RestartBurst bound workload restart patches.
 	RestartQPS   float64
 	RestartBurst int
@@ -152,7 +159,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 		LeaderElectionReleaseOnCancel: true,
 		// managedFields are a large share of every cached object and never
 		// read here (status writes are Updates, the rest merge patches).
-		Cache: ctrlcache.Options{DefaultTransform: ctrlcache.TransformStripManagedFields()},
+		Cache: cacheOptions(o),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -207,6 +214,22 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	return nil
 }
 
+// cacheOptions strips managedFields, a large share of every cached object
+// that is never read here (status writes are Updates, the rest merge
+// patches). With a pull-secret namespace it also confines Secrets to it:
+// pull Secrets are read uncached by name, so no Secret informer runs, and
+// should a cached read of a Secret ever be added, it could not start a
+// cluster-wide list and watch the controller's RBAC does not grant.
+func cacheOptions(o Options) ctrlcache.Options {
+	opts := ctrlcache.Options{DefaultTransform: ctrlcache.TransformStripManagedFields()}
+	if o.PullSecretNamespace != "" {
+		opts.ByObject = map[client.Object]ctrlcache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]ctrlcache.Config{o.PullSecretNamespace: {}}},
+		}
+	}
+	return opts
+}
+
 // restartWorkers is the restart controller's workers: waves share one
 // rate limit (--restart-qps), so more would only queue on it.
 const restartWorkers = 2
@@ -223,6 +246,9 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 		Resolver:     resolver,
 		Recorder:     recorder,
 		Log:          log.WithField("component", "tag-controller"),
+
+		// Checked before any read: a Secret elsewhere is refused unread.
+		PullSecretNamespace: o.PullSecretNamespace,
 	}
 	if err := checker.SetupWithManager(ctx, mgr, o.MaxConcurrentChecks); err != nil {
 		return fmt.Errorf("set up Tag check-and-serve controller: %w", err)
@@ -232,6 +258,8 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  recorder,
 		Log:       log.WithField("component", "cache-controller"),
+
+		PullSecretNamespace: o.PullSecretNamespace,
 	}
 	if o.RegistryURL != "" {
 		hc, err := bundledClient(o.RegistryURL, o.RegistryTokenFile, "tagger-controller")
@@ -248,6 +276,9 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 			Metrics:       copyMetrics(),
 			Log:           log.WithField("component", "copy"),
 		}
+	}
+	if err := addRegistryProbe(mgr, o, log); err != nil {
+		return err
 	}
 	if err := cacher.SetupWithManager(mgr, o.MaxConcurrentCaches); err != nil {
 		return fmt.Errorf("set up Tag caching controller: %w", err)
@@ -283,6 +314,18 @@ func bundledClient(registry, tokenFile, userAgent string) (*http.Client, error) 
 	}
 	hc.Transport = ta
 	return hc, nil
+}
+
+// addRegistryProbe exports whether the bundled registry answers
+// (tagger_bundled_registry_up), on every replica.
+func addRegistryProbe(mgr manager.Manager, o Options, log *logrus.Logger) error {
+	if o.RegistryURL == "" {
+		return nil
+	}
+	if err := mgr.Add(registryprobe.New(o.RegistryURL, log.WithField("component", "registry-probe"))); err != nil {
+		return fmt.Errorf("add bundled registry probe: %w", err)
+	}
+	return nil
 }
 
 // addWebhooks runs the webhook receivers on every replica (not only the

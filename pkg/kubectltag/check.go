@@ -15,12 +15,18 @@ func (a *app) checkCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check NAME",
 		Short: "Check the upstream tag now and print the result",
-		Long: `Ask the controller to resolve the Tag's upstream image tag now (by setting the
-` + v1alpha1.CheckAnnotation + ` annotation to a new value), wait until it has acted on
-that value, and print the result: Unchanged, NewGeneration or Failed. A failed
-check exits non-zero; it never changes what is served.`,
-		Example: `  kubectl tag check nginx
-  kubectl tag check nginx --timeout 2m`,
+		Long: longDesc(`
+			Ask the controller to resolve the Tag's upstream image tag now (by setting
+			the ` + v1alpha1.CheckAnnotation + ` annotation to a new value), wait until it
+			has acted on that value, and print the result: Unchanged, NewGeneration or
+			Failed. A failed check exits non-zero; it never changes what is served.`),
+		Example: examples(`
+			# Check nginx's upstream tag now
+			kubectl tag check nginx
+
+			# Give a slow registry two minutes
+			kubectl tag check nginx --timeout 2m`),
+		ValidArgsFunction: a.completeTagNames(false),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := nameArg(cmd, args); err != nil {
 				return err

@@ -9,45 +9,74 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 )
 
-// kubeFlags are kubectl's own connection flags, resolved the way kubectl does:
-// --kubeconfig, else $KUBECONFIG (a list of files, merged), else
-// ~/.kube/config, else the in-cluster config; then the overrides.
-type kubeFlags struct {
-	kubeconfig     string
-	context        string
-	cluster        string
-	user           string
-	requestTimeout string
+// newConfigFlags are kubectl's own connection flags (--kubeconfig, --context,
+// --cluster, --user, --as, --as-group, --as-uid, --token, --server,
+// --certificate-authority, --insecure-skip-tls-verify, --request-timeout, ...),
+// resolved by cli-runtime exactly as kubectl resolves them.
+func newConfigFlags() *genericclioptions.ConfigFlags {
+	// usePersistentConfig: one loaded kubeconfig for the whole invocation.
+	return genericclioptions.NewConfigFlags(true)
 }
 
-func (f *kubeFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&f.kubeconfig, clientcmd.RecommendedConfigPathFlag, "", "Path to the kubeconfig file to use for CLI requests.")
-	fs.StringVar(&f.context, clientcmd.FlagContext, "", "The name of the kubeconfig context to use")
-	fs.StringVar(&f.cluster, clientcmd.FlagClusterName, "", "The name of the kubeconfig cluster to use")
-	fs.StringVar(&f.user, clientcmd.FlagAuthInfoName, "", "The name of the kubeconfig user to use")
-	fs.StringVar(&f.requestTimeout, clientcmd.FlagTimeout, "0",
-		"The length of time to wait before giving up on a single server request. Non-zero values should contain a corresponding time unit (e.g. 1s, 2m, 3h). A value of zero means don't timeout requests.")
+// bindConfigFlags adds the connection flags to fs. --namespace is accepted
+// (scripts pass it to every kubectl command) but hidden: Tags are
+// cluster-scoped and no command reads or writes a namespaced object, so it is
+// ignored, as `kubectl get nodes -n x` ignores it.
+func bindConfigFlags(cf *genericclioptions.ConfigFlags, fs *pflag.FlagSet) {
+	cf.AddFlags(fs)
+	if f := fs.Lookup("namespace"); f != nil {
+		f.Usage = "Ignored: Tags are cluster-scoped"
+		f.Hidden = true
+	}
+	// The discovery cache is never used: the plugin knows its one resource.
+	if f := fs.Lookup("cache-dir"); f != nil {
+		f.Hidden = true
+	}
 }
 
-// restConfig loads the kubeconfig with clientcmd's loading rules and overrides.
-func (f *kubeFlags) restConfig() (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: f.context, Timeout: f.requestTimeout}
-	overrides.Context.Cluster = f.cluster
-	overrides.Context.AuthInfo = f.user
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+// restConfig is the client configuration the flags select, with the plugin's
+// user agent, kubectl's client-side rate limits and server warnings on stderr.
+func (a *app) restConfig() (*rest.Config, error) {
+	if a.rest != nil {
+		return a.rest, nil
+	}
+	cfg, err := a.config.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
+	if err := a.checkConfigured(cfg); err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "kubectl-tag"
+	// kubectl's own limits: the default 5 QPS would throttle the wait loops.
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 300
+	}
+	// Server warnings go to stderr as kubectl prints them, not to a logger.
+	cfg.WarningHandler = rest.NewWarningWriter(a.errOut, rest.WarningWriterOptions{Deduplicate: true})
+	a.rest = cfg
 	return cfg, nil
+}
+
+// checkConfigured fails when nothing named a cluster: clientcmd then falls
+// back to http://localhost:8080, and the user would see only a refused
+// connection there.
+func (a *app) checkConfigured(cfg *rest.Config) error {
+	if cfg.Host != "http://localhost:8080" || *a.config.APIServer != "" {
+		return nil
+	}
+	raw, err := a.config.ToRawKubeConfigLoader().RawConfig()
+	if err == nil && len(raw.Clusters) > 0 {
+		return nil
+	}
+	return fmt.Errorf("load kubeconfig: no cluster is configured: no kubeconfig (--kubeconfig, $KUBECONFIG or ~/.kube/config), no in-cluster config and no --server")
 }
 
 // tags returns the client the commands use, building it on first use.
@@ -58,17 +87,10 @@ func (a *app) tags() (client.Client, error) {
 	if a.client != nil {
 		return a.client, nil
 	}
-	cfg, err := a.flags.restConfig()
+	cfg, err := a.restConfig()
 	if err != nil {
 		return nil, err
 	}
-	cfg.UserAgent = "kubectl-tag"
-	// kubectl's own limits: the default 5 QPS would throttle the wait loops.
-	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 50, 300
-	}
-	// Server warnings go to stderr as kubectl prints them, not to a logger.
-	cfg.WarningHandler = rest.NewWarningWriter(a.errOut, rest.WarningWriterOptions{Deduplicate: true})
 	scheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err

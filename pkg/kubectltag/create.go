@@ -25,14 +25,28 @@ type createFlags struct {
 
 func (a *app) createCommand() *cobra.Command {
 	var f createFlags
+	out := newOutput("created")
 	cmd := &cobra.Command{
 		Use:   "create NAME --image REF",
 		Short: "Create a Tag that pins an image tag",
-		Long: `Create a Tag. The controller resolves the image tag and records generation 1;
-afterwards it records a new generation each time the tag moves upstream.`,
-		Example: `  kubectl tag create nginx --image nginx:1.27
-  kubectl tag create app --image quay.io/org/app:v1 --cache --interval 1h --history-limit 10`,
-		Args: nameArg,
+		Long: longDesc(`
+			Create a Tag. The controller resolves the image tag and records generation 1;
+			afterwards it records a new generation each time the tag moves upstream.`),
+		Example: examples(`
+			# Pin nginx:1.27; check upstream only when asked (kubectl tag check)
+			kubectl tag create nginx --image nginx:1.27
+
+			# Cache every generation, re-check hourly, keep 10 generations
+			kubectl tag create app --image quay.io/org/app:v1 --cache --interval 1h --history-limit 10
+
+			# Print the created Tag
+			kubectl tag create web --image nginx:1.27 -o yaml`),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := nameArg(cmd, args); err != nil {
+				return err
+			}
+			return out.check(cmd)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tag, err := f.tag(cmd, args[0])
 			if err != nil {
@@ -48,10 +62,10 @@ afterwards it records a new generation each time the tag moves upstream.`,
 				}
 				return apiError("create", tag.Name, err)
 			}
-			fmt.Fprintf(a.out, "tag.tagger.dev/%s created\n", tag.Name)
-			return nil
+			return a.printResult(out, tag)
 		},
 	}
+	out.bind(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&f.image, "image", "", "Image tag reference to pin, e.g. nginx:1.27 or quay.io/org/app:v1 (required)")
 	fl.BoolVar(&f.cache, "cache", false, "Copy every generation into the bundled registry")

@@ -17,11 +17,16 @@ import (
 type waitFlags struct {
 	wait    bool
 	timeout time.Duration
+	// out is -o: without it the commands print what they did and what is
+	// served; with it, the Tag as the controller left it.
+	out *output
 }
 
 func (w *waitFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&w.wait, "wait", true, "Wait until the controller has acted on the change and report what is served")
 	bindTimeout(cmd, &w.timeout, "act on the change (with --wait)")
+	w.out = newOutput("")
+	w.out.bind(cmd)
 }
 
 // generationCommand builds one of the commands that move spec.generation.
@@ -31,8 +36,12 @@ func (a *app) generationCommand(cmd *cobra.Command, w *waitFlags, run func(cmd *
 		if err := nameArg(cmd, args); err != nil {
 			return err
 		}
+		if err := w.out.check(cmd); err != nil {
+			return err
+		}
 		return checkTimeout(cmd, w.timeout)
 	}
+	cmd.ValidArgsFunction = a.completeTagNames(false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := a.tags()
 		if err != nil {
@@ -57,10 +66,19 @@ func (a *app) pinCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pin NAME --generation N",
 		Short: "Serve generation N of a Tag's history",
-		Example: `  kubectl tag pin nginx --generation 3
-  kubectl tag pin nginx --generation 3 --wait=false`,
+		Long: longDesc(`
+			Pin the Tag to generation N of its history (spec.generation) and wait until
+			the controller serves it. The Tag stays pinned: new generations are
+			recorded but not served until upgrade or unpin.`),
+		Example: examples(`
+			# Serve generation 3 of nginx and wait until it is served
+			kubectl tag pin nginx --generation 3
+
+			# Only write spec.generation; do not wait
+			kubectl tag pin nginx --generation 3 --wait=false`),
 	}
 	cmd.Flags().Int64Var(&n, "generation", 0, "Generation to serve, one listed by kubectl tag history NAME (required)")
+	_ = cmd.RegisterFlagCompletionFunc("generation", a.completeGenerations)
 	return a.generationCommand(cmd, &w, func(cmd *cobra.Command, tag *v1alpha1.Tag) (*int64, string, error) {
 		if !cmd.Flags().Changed("generation") {
 			return nil, "", usageErrorf(cmd, "--generation is required; available in Tag %q: %s", tag.Name, available(tag))
@@ -76,10 +94,17 @@ func (a *app) pinCommand() *cobra.Command {
 func (a *app) rollbackCommand() *cobra.Command {
 	var w waitFlags
 	cmd := &cobra.Command{
-		Use:     "rollback NAME",
-		Short:   "Serve the generation before the served one",
-		Long:    "Pin the Tag to the generation recorded before the one it serves now (the next older one in its history).",
-		Example: `  kubectl tag rollback nginx`,
+		Use:   "rollback NAME",
+		Short: "Serve the generation before the served one",
+		Long: longDesc(`
+			Pin the Tag to the generation recorded before the one it serves now (the
+			next older one in its history) and wait until the controller serves it.`),
+		Example: examples(`
+			# Serve the generation before the served one
+			kubectl tag rollback nginx
+
+			# ... and print the Tag's served digest afterwards
+			kubectl tag rollback nginx -o jsonpath='{.status.servedDigest}'`),
 	}
 	return a.generationCommand(cmd, &w, func(_ *cobra.Command, tag *v1alpha1.Tag) (*int64, string, error) {
 		g, err := rollbackTarget(tag)
@@ -96,10 +121,16 @@ func (a *app) upgradeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "upgrade NAME",
 		Short: "Serve the generation after the served one (--latest: the newest)",
-		Long: `Pin the Tag to the generation recorded after the one it serves now, or with
---latest to the newest. The Tag stays pinned; use unpin to follow new generations.`,
-		Example: `  kubectl tag upgrade nginx
-  kubectl tag upgrade nginx --latest`,
+		Long: longDesc(`
+			Pin the Tag to the generation recorded after the one it serves now, or with
+			--latest to the newest. The Tag stays pinned; use unpin to follow new
+			generations.`),
+		Example: examples(`
+			# Serve the next newer generation
+			kubectl tag upgrade nginx
+
+			# Serve the newest generation, staying pinned to it
+			kubectl tag upgrade nginx --latest`),
 	}
 	cmd.Flags().BoolVar(&latest, "latest", false, "Upgrade to the newest generation rather than the next one")
 	return a.generationCommand(cmd, &w, func(_ *cobra.Command, tag *v1alpha1.Tag) (*int64, string, error) {
@@ -114,9 +145,11 @@ func (a *app) upgradeCommand() *cobra.Command {
 func (a *app) unpinCommand() *cobra.Command {
 	var w waitFlags
 	cmd := &cobra.Command{
-		Use:     "unpin NAME",
-		Short:   "Follow the newest generation again (remove spec.generation)",
-		Example: `  kubectl tag unpin nginx`,
+		Use:   "unpin NAME",
+		Short: "Follow the newest generation again (remove spec.generation)",
+		Example: examples(`
+			# Serve the newest generation, now and after every new one
+			kubectl tag unpin nginx`),
 	}
 	return a.generationCommand(cmd, &w, func(_ *cobra.Command, tag *v1alpha1.Tag) (*int64, string, error) {
 		return nil, fmt.Sprintf("tag.tagger.dev/%s unpinned: follows the newest generation", tag.Name), nil
@@ -140,8 +173,14 @@ func (a *app) setGeneration(cmd *cobra.Command, name string, gen *int64, summary
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(a.out, summary)
+	quiet := w.out.format() != outputTable // -o: only the Tag is printed
+	if !quiet {
+		fmt.Fprintln(a.out, summary)
+	}
 	if !w.wait {
+		if quiet {
+			return a.printResult(w.out, patched)
+		}
 		return nil
 	}
 	want := patched.Generation
@@ -163,6 +202,9 @@ func (a *app) setGeneration(cmd *cobra.Command, name string, gen *int64, summary
 			msg = ready.Message
 		}
 		return fmt.Errorf("Tag %q is %s: %s", name, serving(tag), msg)
+	}
+	if quiet {
+		return a.printResult(w.out, tag)
 	}
 	fmt.Fprintln(a.out, serving(tag))
 	return nil

@@ -6,6 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/printers"
 
 	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 )
@@ -61,19 +64,34 @@ func historyOf(tag *v1alpha1.Tag) History {
 }
 
 func (a *app) historyCommand() *cobra.Command {
-	var format string
+	// json and yaml print a History, not an API object: the plugin encodes
+	// them; name and the templates are cli-runtime's.
+	out := newOutput("", outputTable, outputWide, outputJSON, outputYAML)
+	out.flags.JSONYamlPrintFlags = nil
 	var noTrunc bool
 	cmd := &cobra.Command{
 		Use:   "history NAME",
 		Short: "Show a Tag's generations, newest first; * marks the served one",
-		Example: `  kubectl tag history nginx
-  kubectl tag history nginx --no-trunc
-  kubectl tag history nginx -o json`,
+		Long: longDesc(`
+			Show the generations a Tag has recorded, newest first; * marks the served
+			one. -o wide adds full digests and the image of each generation; -o json,
+			yaml, jsonpath and go-template work on the history document (name, image,
+			pinnedGeneration, servedGeneration, generations[]).`),
+		Example: examples(`
+			# Show nginx's generations
+			kubectl tag history nginx
+
+			# With full digests and images
+			kubectl tag history nginx -o wide
+
+			# The digest of generation 2
+			kubectl tag history nginx -o jsonpath='{.generations[?(@.generation==2)].digest}'`),
+		ValidArgsFunction: a.completeTagNames(false),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := nameArg(cmd, args); err != nil {
 				return err
 			}
-			return checkOutput(cmd, format)
+			return out.check(cmd)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.tags()
@@ -84,29 +102,49 @@ func (a *app) historyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if format != outputTable {
-				return printObject(a.out, format, historyOf(tag))
-			}
-			if len(tag.Status.Generations) == 0 {
-				fmt.Fprintf(a.errOut, "Tag %q has no generations yet: the controller has not resolved %s.\n", tag.Name, tag.Spec.Image)
-				return nil
-			}
-			return a.printHistory(tag, noTrunc)
+			return a.showHistory(out, tag, noTrunc)
 		},
 	}
-	bindOutput(cmd, &format)
+	out.bind(cmd)
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "Show full digests")
 	return cmd
 }
 
-func (a *app) printHistory(tag *v1alpha1.Tag, noTrunc bool) error {
+func (a *app) showHistory(out *output, tag *v1alpha1.Tag, noTrunc bool) error {
+	switch {
+	case out.is(outputJSON, outputYAML):
+		return printObject(a.out, out.format(), historyOf(tag))
+	case out.is(outputName):
+		return a.printResult(out, tag)
+	case !out.ownFormat():
+		p, err := out.printer()
+		if err != nil {
+			return err
+		}
+		h, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ptrTo(historyOf(tag)))
+		if err != nil {
+			return fmt.Errorf("convert the history of Tag %q: %w", tag.Name, err)
+		}
+		return p.PrintObj(&unstructured.Unstructured{Object: h}, a.out)
+	}
+	if len(tag.Status.Generations) == 0 {
+		fmt.Fprintf(a.errOut, "Tag %q has no generations yet: the controller has not resolved %s.\n", tag.Name, tag.Spec.Image)
+		return nil
+	}
+	wide := out.is(outputWide)
+	return a.printHistory(tag, noTrunc || wide, wide)
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// printHistory prints the generations table; the IMAGE column is there with
+// wide, else only when spec.image changed during the history.
+func (a *app) printHistory(tag *v1alpha1.Tag, noTrunc, withImage bool) error {
 	now := a.now()
-	// An IMAGE column only when spec.image changed during the history.
-	withImage := false
 	for _, g := range tag.Status.Generations {
 		withImage = withImage || g.Image != tag.Status.Generations[0].Image
 	}
-	w := newTable(a.out)
+	w := printers.GetNewTabWriter(a.out)
 	header := "GEN\tDIGEST\tSERVED\tCACHED\tPLATFORMS\tFIRST SEEN"
 	if withImage {
 		header += "\tIMAGE"

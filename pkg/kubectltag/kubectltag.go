@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tagger-project/tagger/pkg/version"
@@ -23,7 +25,8 @@ import (
 // the kubectl-tag binary uses.
 type Options struct {
 	// Client, when set, is used instead of a client built from the kubeconfig
-	// flags (--kubeconfig, --context, ...), which are then ignored.
+	// flags (--kubeconfig, --context, ...), which are then ignored; the
+	// default table is then rendered locally rather than by the apiserver.
 	Client client.Client
 	// Now is the clock used for ages and check values; time.Now when nil.
 	Now func() time.Time
@@ -33,7 +36,7 @@ type Options struct {
 // `kubectl-tag`), writing results to out and errors to errOut. It returns the
 // process exit code: 0 on success, 1 on any error.
 func Run(ctx context.Context, args []string, out, errOut io.Writer, o Options) int {
-	a := &app{out: out, errOut: errOut, opts: o}
+	a := &app{out: out, errOut: errOut, opts: o, config: newConfigFlags()}
 	root := a.rootCommand()
 	if args == nil {
 		args = []string{} // nil makes cobra read os.Args
@@ -56,7 +59,8 @@ func Run(ctx context.Context, args []string, out, errOut io.Writer, o Options) i
 type app struct {
 	out, errOut io.Writer
 	opts        Options
-	flags       kubeFlags
+	config      *genericclioptions.ConfigFlags
+	rest        *rest.Config
 	client      client.Client
 }
 
@@ -81,20 +85,37 @@ func usageErrorf(cmd *cobra.Command, format string, args ...any) error {
 	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf(format, args...)}
 }
 
+// Command groups of the root help, as kubectl groups its commands.
+const (
+	groupTags       = "tags"
+	groupGeneration = "generation"
+)
+
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kubectl-tag",
 		Short: "Manage tagger Tags: pinned image tags and their generations",
-		Long: `kubectl tag manages tagger Tags (tagger.dev/v1alpha1). A Tag pins a mutable
-image tag to a digest; each time the upstream tag moves, the controller records
-a new generation, and every node serves the generation the Tag chooses.`,
-		Example: `  kubectl tag create nginx --image nginx:1.27 --cache
-  kubectl tag list
-  kubectl tag check nginx
-  kubectl tag history nginx
-  kubectl tag rollback nginx
-  kubectl tag pin nginx --generation 3
-  kubectl tag unpin nginx`,
+		Long: longDesc(`
+			kubectl tag manages tagger Tags (tagger.dev/v1alpha1). A Tag pins a mutable
+			image tag to a digest; each time the upstream tag moves, the controller
+			records a new generation, and every node serves the generation the Tag
+			chooses.
+
+			It takes kubectl's connection flags (--kubeconfig, --context, --as,
+			--token, --server, ...). Tags are cluster-scoped: --namespace is ignored.`),
+		Example: examples(`
+			# Pin nginx:1.27 and cache every generation in the bundled registry
+			kubectl tag create nginx --image nginx:1.27 --cache
+
+			# List Tags, check one upstream now, and show its generations
+			kubectl tag list
+			kubectl tag check nginx
+			kubectl tag history nginx
+
+			# Serve the previous generation, a given one, then the newest again
+			kubectl tag rollback nginx
+			kubectl tag pin nginx --generation 3
+			kubectl tag unpin nginx`),
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl tag"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -107,7 +128,6 @@ a new generation, and every node serves the generation the Tag chooses.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	// --version (cobra adds the flag once Version is set) and `version`
 	// print the same line; the template has no actions to expand.
 	root.Version = version.Get().String()
@@ -115,19 +135,25 @@ a new generation, and every node serves the generation the Tag chooses.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: err}
 	})
-	a.flags.bind(root.PersistentFlags())
-	root.AddCommand(
-		a.createCommand(),
-		a.listCommand(),
-		a.historyCommand(),
-		a.checkCommand(),
-		a.pinCommand(),
-		a.rollbackCommand(),
-		a.upgradeCommand(),
-		a.unpinCommand(),
-		versionCommand(),
+	bindConfigFlags(a.config, root.PersistentFlags())
+	root.AddGroup(
+		&cobra.Group{ID: groupTags, Title: "Tag Commands:"},
+		&cobra.Group{ID: groupGeneration, Title: "Served Generation Commands:"},
 	)
+	root.AddCommand(inGroup(groupTags, a.createCommand(), a.listCommand(), a.historyCommand(), a.checkCommand())...)
+	root.AddCommand(inGroup(groupGeneration, a.pinCommand(), a.rollbackCommand(), a.upgradeCommand(), a.unpinCommand())...)
+	root.AddCommand(versionCommand(), optionsCommand(root))
+	root.SetUsageTemplate(usageTemplate)
+	a.completion(root)
 	return root
+}
+
+// inGroup puts cmds under a heading of the root help.
+func inGroup(id string, cmds ...*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		c.GroupID = id
+	}
+	return cmds
 }
 
 // nameArg accepts exactly one Tag name.

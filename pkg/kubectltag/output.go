@@ -4,35 +4,122 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"text/tabwriter"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/tagger-project/tagger/api/v1alpha1"
 )
 
-// Output formats of -o; the empty one is the table.
+// Output formats the commands render themselves; everything else -o accepts
+// (json, yaml, kyaml, name, go-template=, jsonpath=, jsonpath-as-json=, ...)
+// is cli-runtime's printers, as in kubectl.
 const (
-	outputTable = ""
-	outputJSON  = "json"
-	outputYAML  = "yaml"
+	outputTable         = ""
+	outputWide          = "wide"
+	outputJSON          = "json"
+	outputYAML          = "yaml"
+	outputName          = "name"
+	outputCustomColumns = "custom-columns="
 )
 
-func bindOutput(cmd *cobra.Command, format *string) {
-	cmd.Flags().StringVarP(format, "output", "o", outputTable, "Output format: json or yaml (default: a table)")
+// output is the -o flag of one command. own lists the formats the command
+// renders itself (the table, wide, custom columns); the rest go to
+// cli-runtime's printers.
+type output struct {
+	flags *genericclioptions.PrintFlags
+	own   []string
 }
 
-func checkOutput(cmd *cobra.Command, format string) error {
-	switch format {
-	case outputTable, outputJSON, outputYAML:
+// newOutput makes -o for a command; operation is the verb the default name
+// output appends ("created"), own the formats the command renders itself.
+func newOutput(operation string, own ...string) *output {
+	return &output{flags: genericclioptions.NewPrintFlags(operation), own: own}
+}
+
+// bind adds -o (and cli-runtime's --template, --show-managed-fields,
+// --allow-missing-template-keys) to cmd, with kubectl's help text and shell
+// completion of the format names.
+func (o *output) bind(cmd *cobra.Command) {
+	o.flags.AddFlags(cmd)
+	f := cmd.Flags().Lookup("output")
+	f.Usage = fmt.Sprintf("Output format. One of: (%s).", strings.Join(o.formats(), ", "))
+	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return o.formats(), cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+	})
+}
+
+// formats lists what -o accepts, for the help and completion.
+func (o *output) formats() []string {
+	var own []string
+	for _, f := range o.own {
+		if f != outputTable {
+			own = append(own, f)
+		}
+	}
+	return append(own, o.flags.AllowedFormats()...)
+}
+
+// format is -o; --template without -o means go-template, as in kubectl.
+func (o *output) format() string {
+	f := *o.flags.OutputFormat
+	if tf := o.flags.TemplatePrinterFlags; f == "" && tf != nil && tf.TemplateArgument != nil && *tf.TemplateArgument != "" {
+		return "go-template"
+	}
+	return f
+}
+
+// is reports whether -o selects one of formats (custom-columns=... counts
+// as outputCustomColumns).
+func (o *output) is(formats ...string) bool {
+	f := o.format()
+	if strings.HasPrefix(f, outputCustomColumns) {
+		f = outputCustomColumns
+	}
+	return slices.Contains(formats, f)
+}
+
+// ownFormat reports whether the command renders the output itself.
+func (o *output) ownFormat() bool { return o.is(o.own...) }
+
+// check validates -o before anything is sent to the apiserver.
+func (o *output) check(cmd *cobra.Command) error {
+	if o.ownFormat() {
+		if o.is(outputCustomColumns) {
+			_, err := parseCustomColumns(strings.TrimPrefix(o.format(), outputCustomColumns))
+			if err != nil {
+				return usageErrorf(cmd, "invalid -o %s: %v", o.format(), err)
+			}
+		}
 		return nil
 	}
-	return usageErrorf(cmd, "unknown output format %q: want json or yaml", format)
+	if _, err := o.flags.ToPrinter(); err != nil {
+		if genericclioptions.IsNoCompatiblePrinterError(err) {
+			return usageErrorf(cmd, "unknown output format %q: allowed formats are %s", o.format(), strings.Join(o.formats(), ", "))
+		}
+		return usageErrorf(cmd, "invalid -o %s: %v", o.format(), err)
+	}
+	return nil
 }
 
-// printObject writes v as JSON (indented like kubectl) or YAML.
+// printer is cli-runtime's printer for -o; check has validated it.
+func (o *output) printer() (printers.ResourcePrinter, error) {
+	p, err := o.flags.ToPrinter()
+	if err != nil {
+		return nil, fmt.Errorf("output format %q: %w", o.format(), err)
+	}
+	return p, nil
+}
+
+// printObject writes v as JSON (indented like kubectl) or YAML; it is for
+// values that are not API objects (history, version).
 func printObject(w io.Writer, format string, v any) error {
 	var b []byte
 	var err error
@@ -50,11 +137,6 @@ func printObject(w io.Writer, format string, v any) error {
 	}
 	_, err = w.Write(b)
 	return err
-}
-
-// newTable is kubectl's table layout: columns padded by three spaces.
-func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
 }
 
 // age is a kubectl AGE: "45s", "12m", "3d4h".
@@ -81,4 +163,19 @@ func shortDigest(d string) string {
 		return d[:n]
 	}
 	return d
+}
+
+// printResult prints the Tag a command wrote: by default (and with -o name)
+// as tag.tagger.dev/NAME with the command's verb, as kubectl does, else in
+// the -o format.
+func (a *app) printResult(out *output, tag *v1alpha1.Tag) error {
+	p, err := out.printer()
+	if err != nil {
+		return err
+	}
+	u, err := toUnstructured(tag)
+	if err != nil {
+		return err
+	}
+	return p.PrintObj(u, a.out)
 }

@@ -37,6 +37,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -71,12 +73,19 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	}
 	bins := rig.Commands(t, rig.Race)
 
-	// helm install, as an operator would, with webhooks on.
+	// helm install, as an operator would, with webhooks on. The chart
+	// installs the CRD (a template), so the rig's goes first.
+	deleteRigCRD(t, kc)
 	helm := rig.HelmRunner{Dir: rig.RepoRoot(), Home: filepath.Join(tmp, "helm"), Kubeconfig: adminKubeconfig}
 	if out, err := helm.Run(ctx, "install", release, "deploy/chart/tagger", "--namespace", namespace, "--create-namespace",
 		"--set", "webhooks.enabled=true", "--set", "webhooks.secretName="+webhookName); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// Helm does not wait for a templated CRD to be served.
+	rig.WaitFor(t, waitTimeout, "Tags served through the chart's CRD", func() (bool, string) {
+		err := c.List(ctx, &v1alpha1.TagList{})
+		return err == nil, fmt.Sprint(err)
+	})
 	status, err := helm.Run(ctx, "status", release, "--namespace", namespace, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +118,9 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: webhookName},
 			Data: map[string][]byte{"generic": []byte(webhookToken)}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
+		// Pull Secrets live in the release namespace (pullSecrets.scope=namespace,
+		// the default); the one in apps is refused unread.
+		pullSecret(namespace, "regcred", up.Host(), "robot", "s3cret"),
 		pullSecret("apps", "regcred", up.Host(), "robot", "s3cret"),
 	)
 	workloads := []client.Object{
@@ -150,11 +162,24 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
 		Image: image, Cache: true,
-		PullSecretRef: &v1alpha1.SecretReference{Namespace: "apps", Name: "regcred"},
+		PullSecretRef: &v1alpha1.SecretReference{Namespace: namespace, Name: "regcred"},
 		Rollout:       &v1alpha1.RolloutSpec{Restart: true},
 	}}
 	mustCreate(t, c, tag)
 	waitServed(t, c, 1, img1.Digest.String(), mirrorAddr, image)
+
+	// A pull Secret outside the release namespace: not Ready, saying where
+	// pull Secrets must be, and never read (no "forbidden" in the logs).
+	elsewhere := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}, Spec: v1alpha1.TagSpec{
+		Image:         up.Host() + "/team/elsewhere:v1",
+		PullSecretRef: &v1alpha1.SecretReference{Namespace: "apps", Name: "regcred"},
+	}}
+	mustCreate(t, c, elsewhere)
+	refused := rig.WaitTagFor(t, waitTimeout, c, "elsewhere", "PullSecretNotAllowed",
+		rig.ConditionIs(v1alpha1.ConditionReady, metav1.ConditionFalse, "PullSecretNotAllowed"))
+	if msg := rig.Condition(refused, v1alpha1.ConditionReady).Message; !strings.Contains(msg, fmt.Sprintf("namespace %q", namespace)) {
+		t.Errorf("Ready message %q does not name the release namespace", msg)
+	}
 
 	// A push and its webhook: generation 2, cached, on the node, workloads restarted.
 	img2 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
@@ -349,6 +374,25 @@ func waitServed(t *testing.T, c client.Client, gen int64, d, mirrorAddr, image s
 		return tag.Status.ServedGeneration == gen && tag.Status.ServedDigest == d && tag.Status.CachedServed &&
 				mirror == "200 "+d,
 			fmt.Sprintf("mirror %q; status %s", mirror, st)
+	})
+}
+
+// deleteRigCRD deletes the Tag CRD rig.NewKube installed from deploy/crds
+// (without Helm's ownership metadata, helm install would refuse to take it
+// over; docs/upgrade.md) and waits until it is gone.
+func deleteRigCRD(t *testing.T, kc *rig.Kube) {
+	t.Helper()
+	dc, err := dynamic.NewForConfig(kc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds := dc.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	if err := crds.Delete(context.Background(), "tags.tagger.dev", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the rig's Tag CRD: %v", err)
+	}
+	rig.WaitFor(t, waitTimeout, "the rig's Tag CRD deleted", func() (bool, string) {
+		_, err := crds.Get(context.Background(), "tags.tagger.dev", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 }
 

@@ -220,8 +220,10 @@ func TestUpstreamDown(t *testing.T) {
 	if tag.Status.ServedGeneration != 1 || tag.Status.ServedDigest != img.Digest.String() || len(tag.Status.Generations) != 1 {
 		t.Fatalf("failed check changed the pin: %+v", tag.Status)
 	}
-	if r := rig.Condition(tag, v1alpha1.ConditionReady); r.Status != metav1.ConditionTrue {
-		t.Fatalf("Ready = %+v, want still True while serving the last good pin", r)
+	// Still serving the last good pin, but not following the tag: not Ready.
+	tag = rig.WaitTag(t, c, "down", "Ready=False", rig.ConditionIs(v1alpha1.ConditionReady, metav1.ConditionFalse, "Unreachable"))
+	if r := rig.Condition(tag, v1alpha1.ConditionReady); !strings.Contains(r.Message, "still serving generation 1") {
+		t.Fatalf("Ready = %+v, want a message saying generation 1 is still served", r)
 	}
 
 	// Back up: the retry (backoff) or the next check recovers.
@@ -230,6 +232,7 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	rig.RequestCheck(t, c, "down", "back-up")
 	rig.WaitTag(t, c, "down", "Resolved=True", rig.ConditionIs(v1alpha1.ConditionResolved, metav1.ConditionTrue, v1alpha1.CheckUnchanged))
+	rig.WaitTag(t, c, "down", "Ready=True again", rig.ConditionIs(v1alpha1.ConditionReady, metav1.ConditionTrue, "Newest"))
 
 	// A tag that does not exist upstream: NotFound.
 	rig.CreateTag(t, c, rig.NewTag("down-404", up.Host()+"/down/app:nope"))

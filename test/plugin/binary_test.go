@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/tagger-project/tagger/internal/rig"
+	"github.com/tagger-project/tagger/pkg/kubectltag"
 )
 
 // TestBinary builds cmd/kubectl-tag and runs it as kubectl would, proving the
@@ -57,5 +59,20 @@ func TestBinary(t *testing.T) {
 	out, errOut, code = run(env, "history", "nope", "--context", ctxEnvtest)
 	if code != 1 || out != "" || errOut != "error: Tag \"nope\" not found\n" {
 		t.Fatalf("history nope: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+
+	// kubectl (1.26+) completes `kubectl tag history b<TAB>` by running
+	// kubectl_complete-tag with the words after `kubectl tag`: a link to
+	// the binary answers.
+	link := filepath.Join(t.TempDir(), kubectltag.CompletionBinary)
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(link, "history", "--context", ctxEnvtest, "b")
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || !strings.HasPrefix(stdout.String(), "bin\tregistry.invalid/bin/app:v1\n") || !strings.HasSuffix(stdout.String(), "\n:4\n") {
+		t.Fatalf("%s history b: %v\nstdout:\n%s\nstderr:\n%s", kubectltag.CompletionBinary, err, stdout.String(), stderr.String())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,8 @@ var cluster struct {
 	once sync.Once
 	err  error
 	c    client.Client
+	// config is the admin connection, for the RBAC and token set-up.
+	config *rest.Config
 	// kubeconfig has both contexts, current-context envtest; nowhereConfig is
 	// the same with current-context nowhere.
 	kubeconfig, nowhereConfig string
@@ -63,7 +66,7 @@ func startCluster(t *testing.T) client.Client {
 	t.Helper()
 	kc := shared.Get(t)
 	cluster.once.Do(func() {
-		cluster.c = kc.Client
+		cluster.c, cluster.config = kc.Client, kc.Config
 		cluster.err = writeKubeconfigs(kc.KubeConfig)
 	})
 	if cluster.err != nil {
@@ -123,8 +126,16 @@ func (r result) String() string {
 // it after `kubectl tag` (split on spaces; the test paths have none).
 func kubectlTag(t *testing.T, cmdline string) result {
 	t.Helper()
+	return kubectlTagArgs(t, strings.Fields(cmdline)...)
+}
+
+// kubectlTagArgs runs the plugin in-process with args as they are, for
+// arguments with spaces or empty ones (a completion of an empty word).
+func kubectlTagArgs(t *testing.T, args ...string) result {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code := kubectltag.Run(context.Background(), strings.Fields(cmdline), &out, &errOut, kubectltag.Options{})
+	code := kubectltag.Run(context.Background(), args, &out, &errOut, kubectltag.Options{})
+	cmdline := strings.Join(args, " ")
 	r := result{args: cmdline, stdout: out.String(), stderr: errOut.String(), code: code}
 	t.Logf("$ kubectl tag %s  (exit %d)\n%s%s", cmdline, code, r.stdout, r.stderr)
 	return r

@@ -138,8 +138,11 @@ func TestControllerProcess(t *testing.T) {
 	})
 	rig.WaitFor(t, time.Minute, "tagger metrics", func() (bool, string) {
 		code, body := get("http://" + metricsAddr + "/metrics")
-		ok := code == 200 && strings.Contains(body, `tagger_checks_total{result="NewGeneration"} 1`) &&
-			strings.Contains(body, "tagger_generations_total 1") && strings.Contains(body, "tagger_check_duration_seconds_count 1") &&
+		ok := code == 200 && strings.Contains(body, `tagger_checks_total{registry="`+up.Host()+`",result="NewGeneration"} 1`) &&
+			strings.Contains(body, "tagger_generations_total 1") &&
+			strings.Contains(body, `tagger_check_duration_seconds_count{registry="`+up.Host()+`"} 1`) &&
+			strings.Contains(body, `tagger_tag_condition{condition="Ready",tag="proc"} 1`) &&
+			strings.Contains(body, `tagger_tag_last_successful_check_timestamp_seconds{tag="proc"}`) &&
 			strings.Contains(body, `tagger_build_info{commit="unknown",goversion="go`) // rig.Commands stamps nothing
 		return ok, fmt.Sprintf("status %d", code)
 	})

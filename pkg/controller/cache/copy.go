@@ -120,7 +120,7 @@ func (r *Reconciler) attempt(ctx context.Context, tag *v1alpha1.Tag, g v1alpha1.
 	if err != nil {
 		return imagecopy.Progress{}, fmt.Errorf("generation %d names image %q: %w", g.Generation, g.Image, err)
 	}
-	creds, err := pullsecret.Credentials(ctx, r.APIReader, tag, src)
+	creds, err := pullsecret.Source{Reader: r.APIReader, Namespace: r.PullSecretNamespace}.Credentials(ctx, tag, src)
 	if err != nil {
 		return imagecopy.Progress{}, err
 	}

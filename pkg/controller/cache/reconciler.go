@@ -40,6 +40,9 @@ type Reconciler struct {
 	// APIReader reads Tags uncached (status writes re-read before they
 	// patch; a prune's keep list) and the pull Secrets a Tag names.
 	APIReader client.Reader
+	// PullSecretNamespace is the only namespace a Tag's pull Secret may be
+	// in ("": any); see pkg/controller/pullsecret.
+	PullSecretNamespace string
 	// Copier is nil when caching is not configured (--registry-url): the
 	// Cached condition then says so and deleted Tags are released at once.
 	Copier   Copier

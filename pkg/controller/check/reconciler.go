@@ -46,6 +46,10 @@ type Reconciler struct {
 	// SecretReader reads the one Secret a Tag names, uncached, so the
 	// controller never lists or watches Secrets.
 	SecretReader client.Reader
+	// PullSecretNamespace is the only namespace a Tag's pull Secret may be
+	// in ("": any); a Tag naming one elsewhere fails its checks with
+	// PullSecretNotAllowed, unread.
+	PullSecretNamespace string
 	// APIReader re-reads a Tag uncached when a status write conflicted
 	// with another controller's (the manager's API reader); nil: Client.
 	APIReader client.Reader
@@ -68,6 +72,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var tag v1alpha1.Tag
 	if err := r.Client.Get(ctx, req.NamespacedName, &tag); err != nil {
 		if apierrors.IsNotFound(err) {
+			forgetTag(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get Tag %s: %w", req.Name, err)
@@ -75,6 +80,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	log := r.Log.WithFields(logrus.Fields{"tag": tag.Name, "image": tag.Spec.Image})
 	if !tag.DeletionTimestamp.IsZero() {
 		// The caching controller removes its copies; nothing is served.
+		forgetTag(tag.Name)
 		return ctrl.Result{}, nil
 	}
 	orig := tag.Status.DeepCopy()
@@ -128,7 +134,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference, now time.Time, log logrus.FieldLogger) {
 	start := time.Now()
 	obs, err := r.observe(ctx, tag, ref)
-	checkDuration.Observe(time.Since(start).Seconds())
+	checkDuration.WithLabelValues(ref.Registry).Observe(time.Since(start).Seconds())
 	st := &tag.Status
 	if err != nil {
 		failures := int32(1)
@@ -140,7 +146,7 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 			st.LastCheck.RetryAfter = &metav1.Duration{Duration: wait}
 		}
 		tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionFalse, failureReason(err), err.Error())
-		checksTotal.WithLabelValues(v1alpha1.CheckFailed).Inc()
+		checksTotal.WithLabelValues(ref.Registry, v1alpha1.CheckFailed).Inc()
 		log.WithError(err).WithField("failures", failures).Warn("upstream check failed; pin unchanged")
 		return
 	}
@@ -158,13 +164,13 @@ func (r *Reconciler) check(ctx context.Context, tag *v1alpha1.Tag, ref pins.Refe
 	}
 	st.LastCheck = &v1alpha1.CheckStatus{Time: metav1.NewTime(now), Result: result, Message: msg}
 	tagstatus.SetCondition(tag, v1alpha1.ConditionResolved, metav1.ConditionTrue, result, msg)
-	checksTotal.WithLabelValues(result).Inc()
+	checksTotal.WithLabelValues(ref.Registry, result).Inc()
 }
 
 // observe does the upstream I/O of one check: a HEAD, and for a digest not
 // seen before, one read of its platforms.
 func (r *Reconciler) observe(ctx context.Context, tag *v1alpha1.Tag, ref pins.Reference) (pins.Observation, error) {
-	creds, err := pullsecret.Credentials(ctx, r.SecretReader, tag, ref)
+	creds, err := pullsecret.Source{Reader: r.SecretReader, Namespace: r.PullSecretNamespace}.Credentials(ctx, tag, ref)
 	if err != nil {
 		return pins.Observation{}, err
 	}
@@ -186,6 +192,8 @@ func (r *Reconciler) observe(ctx context.Context, tag *v1alpha1.Tag, ref pins.Re
 func failureReason(err error) string {
 	var se *pullsecret.Error
 	switch {
+	case errors.Is(err, pullsecret.ErrNotAllowed):
+		return "PullSecretNotAllowed"
 	case errors.As(err, &se):
 		return "PullSecretError"
 	case registryclient.IsNotFound(err):
@@ -232,6 +240,7 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 		}
 		tagstatus.SetCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, string(reason), msg)
 	}
+	readyAfterCheck(tag)
 	// The first generation served is not a change (its NewGeneration Event
 	// says it); one Event per Tag on a first pass also keeps the recorder's
 	// backlog, which client-go holds a goroutine per Event for, small.
@@ -240,6 +249,31 @@ func (r *Reconciler) serve(tag *v1alpha1.Tag, log logrus.FieldLogger) {
 		r.event(tag, corev1.EventTypeNormal, "ServedGenerationChanged", "Serve", msg)
 		log.WithFields(logrus.Fields{"generation": g.Generation, "digest": g.Digest, "previous": prev}).Info("served generation changed")
 	}
+}
+
+// readyAfterCheck makes a failed last check visible in Ready (and so in
+// the READY printer column): the Tag keeps serving its pin, but it no
+// longer follows the upstream tag, which is not healthy. Ready then takes
+// the Resolved reason (Unreachable, Unauthorized, PullSecretNotAllowed...)
+// and says what is still served. A spec.generation missing from the
+// history keeps its own reason: that is the user's to fix first.
+func readyAfterCheck(tag *v1alpha1.Tag) {
+	res := meta.FindStatusCondition(tag.Status.Conditions, v1alpha1.ConditionResolved)
+	ready := meta.FindStatusCondition(tag.Status.Conditions, v1alpha1.ConditionReady)
+	if res == nil || res.Status != metav1.ConditionFalse || ready == nil {
+		return
+	}
+	st := &tag.Status
+	var msg string
+	switch {
+	case ready.Status == metav1.ConditionTrue:
+		msg = fmt.Sprintf("the last check failed, so the upstream tag is not followed; still serving generation %d (%s): %s", st.ServedGeneration, st.ServedDigest, res.Message)
+	case ready.Reason == string(pins.ServeNone):
+		msg = "nothing is served: the upstream tag has never been resolved: " + res.Message
+	default:
+		return
+	}
+	tagstatus.SetCondition(tag, v1alpha1.ConditionReady, metav1.ConditionFalse, res.Reason, msg)
 }
 
 func historyRange(h []v1alpha1.Generation) string {
@@ -282,6 +316,7 @@ func (r *Reconciler) finish(tag *v1alpha1.Tag) {
 	st.ObservedGeneration = tag.Generation
 	st.CheckAnnotation = tag.Annotations[v1alpha1.CheckAnnotation]
 	tagstatus.Derive(tag)
+	recordTag(tag)
 }
 
 func (r *Reconciler) event(tag *v1alpha1.Tag, typ, reason, action, msg string) {

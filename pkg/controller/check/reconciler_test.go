@@ -97,9 +97,13 @@ func TestReconcile(t *testing.T) {
 		wantServed  int64
 		wantGens    []int64
 		wantReady   string // Ready condition reason ("": not set)
-		wantResolvd string // Resolved condition reason
-		wantEvent   string
-		wantRequeue time.Duration
+		// wantReadyFalse: Ready must be False; wantReadyMsg: in its message.
+		wantReadyFalse bool
+		wantReadyMsg   string
+		allowedNS      string // the Reconciler's PullSecretNamespace
+		wantResolvd    string // Resolved condition reason
+		wantEvent      string
+		wantRequeue    time.Duration
 	}{
 		{
 			name: "first check records and serves generation 1, a cached Tag included",
@@ -129,7 +133,7 @@ func TestReconcile(t *testing.T) {
 				checked(t, 2, gen(2, d2, false), gen(1, d1, false))
 				t.Spec.Generation = ptr.To[int64](7)
 			}),
-			wantServed: 2, wantGens: []int64{2, 1}, wantReady: "GenerationNotFound",
+			wantServed: 2, wantGens: []int64{2, 1}, wantReady: "GenerationNotFound", wantReadyFalse: true,
 		},
 		{
 			name: "rollback to generation 1",
@@ -145,8 +149,39 @@ func TestReconcile(t *testing.T) {
 				checked(t, 1, gen(1, d1, false))
 				t.Annotations = map[string]string{v1alpha1.CheckAnnotation: "now"}
 			}),
-			err: rateLimited, wantResolve: true, wantServed: 1, wantGens: []int64{1}, wantReady: "Newest", wantResolvd: "RateLimited",
-			wantRequeue: 2 * time.Minute,
+			err: rateLimited, wantResolve: true, wantServed: 1, wantGens: []int64{1}, wantReady: "RateLimited", wantReadyFalse: true, wantResolvd: "RateLimited",
+			wantRequeue: 2 * time.Minute, wantReadyMsg: "still serving generation 1",
+		},
+		{
+			name: "first check fails: nothing served, Ready says why",
+			tag:  appTag(nil), err: errors.New("dial tcp: connection refused"), wantResolve: true,
+			wantReady: "Unreachable", wantReadyFalse: true, wantResolvd: "Unreachable", wantReadyMsg: "connection refused",
+		},
+		{
+			name: "a failed check earlier keeps Ready False on a pass that does not check",
+			tag: appTag(func(t *v1alpha1.Tag) {
+				checked(t, 1, gen(1, d1, false))
+				t.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionResolved, Status: metav1.ConditionFalse, Reason: "Unauthorized", Message: "401", LastTransitionTime: metav1.NewTime(t0)}}
+			}),
+			wantServed: 1, wantGens: []int64{1}, wantReady: "Unauthorized", wantReadyFalse: true, wantReadyMsg: "still serving generation 1",
+		},
+		{
+			name: "pull Secret outside the allowed namespace: not read, PullSecretNotAllowed",
+			tag: appTag(func(t *v1alpha1.Tag) {
+				t.Spec.PullSecretRef = &v1alpha1.SecretReference{Namespace: "team-a", Name: "creds"}
+			}),
+			allowedNS: "tagger-system", digest: d1,
+			wantReady: "PullSecretNotAllowed", wantReadyFalse: true, wantResolvd: "PullSecretNotAllowed", wantReadyMsg: `only from namespace "tagger-system"`,
+		},
+		{
+			name: "spec.generation missing and the check failing: GenerationNotFound first",
+			tag: appTag(func(t *v1alpha1.Tag) {
+				checked(t, 2, gen(2, d2, false), gen(1, d1, false))
+				t.Spec.Generation = ptr.To[int64](7)
+				t.Annotations = map[string]string{v1alpha1.CheckAnnotation: "now"}
+			}),
+			err: errors.New("dial tcp: connection refused"), wantResolve: true,
+			wantServed: 2, wantGens: []int64{2, 1}, wantReady: "GenerationNotFound", wantReadyFalse: true, wantResolvd: "Unreachable",
 		},
 		{
 			name: "an older Tag pins the same image: Conflict, not served",
@@ -155,7 +190,7 @@ func TestReconcile(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Name: "older", CreationTimestamp: metav1.NewTime(t0.Add(-48 * time.Hour))},
 				Spec:       v1alpha1.TagSpec{Image: "example.com/app:v1"},
 			}},
-			wantReady: "Conflict",
+			wantReady: "Conflict", wantReadyFalse: true,
 		},
 		{
 			name: "history pruned past the limit; cached generations left to the caching controller",
@@ -172,9 +207,17 @@ func TestReconcile(t *testing.T) {
 			res := &fakeResolver{digest: c.digest, err: c.err}
 			clock := t0
 			r, rec := newReconciler(cl, res, &clock)
+			r.PullSecretNamespace = c.allowedNS
 			result := reconcilertest.Reconcile(t, r, "app")
 			got := reconcilertest.GetTag(t, cl, "app")
 			st := got.Status
+			ready := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady)
+			if ready != nil && (ready.Status == metav1.ConditionFalse) != c.wantReadyFalse {
+				t.Errorf("Ready %+v, want False: %v", ready, c.wantReadyFalse)
+			}
+			if c.wantReadyMsg != "" && (ready == nil || !strings.Contains(ready.Message, c.wantReadyMsg)) {
+				t.Errorf("Ready %+v, want a message with %q", ready, c.wantReadyMsg)
+			}
 
 			if (res.resolves > 0) != c.wantResolve {
 				t.Errorf("resolves %d, want a resolve: %v", res.resolves, c.wantResolve)

@@ -378,3 +378,17 @@ bundled registry is and registry.auth.enabled.
           audience: {{ .Values.registry.auth.audience }}
           expirationSeconds: 3600
 {{- end }}
+
+{{/*
+The one namespace pull Secrets are read from with pullSecrets.scope=namespace
+(default: the release namespace); empty with scope=cluster. Fails on any
+other scope.
+*/}}
+{{- define "tagger.pullSecrets.namespace" -}}
+{{- $p := .Values.pullSecrets -}}
+{{- if eq $p.scope "namespace" -}}
+{{- default .Release.Namespace $p.namespace -}}
+{{- else if ne $p.scope "cluster" -}}
+{{- fail (printf "pullSecrets.scope=%q: want namespace (pull Secrets in one namespace) or cluster (any namespace)" $p.scope) -}}
+{{- end -}}
+{{- end }}
