@@ -763,7 +763,7 @@ func TestRenderRefuses(t *testing.T) {
 		{
 			name:   "unknown pull-secret scope",
 			values: "pullSecrets:\n  scope: everywhere\n",
-			want:   `pullSecrets.scope="everywhere": want namespace`,
+			want:   `at '/pullSecrets/scope': value must be one of 'namespace', 'cluster'`, // the schema refuses it before the template's own check
 		},
 		{
 			name:   "controller replicas without leader election",
