@@ -26,7 +26,11 @@ trap 'rm -f "$tmp"' EXIT
   echo "# Apply deploy/manifests/namespace.yaml first: kubectl apply -f deploy/manifests/namespace.yaml -f deploy/manifests/tagger.yaml"
   # --no-hooks: the uninstall hook (node-cleanup-hook.yaml) must not run at apply time.
   # shellcheck disable=SC2086 # HELM may be a command with arguments.
-  $HELM template tagger deploy/chart/tagger --namespace tagger-system --include-crds --no-hooks
+  # The registry token signing key is not rendered (a key in a file everyone
+  # downloads would let anyone mint tokens): plain-manifest users create the
+  # Secret tagger-registry-auth first (docs/install.md, "Plain manifests").
+  $HELM template tagger deploy/chart/tagger --namespace tagger-system --include-crds --no-hooks \
+    --set registry.auth.existingSecret=tagger-registry-auth
 } >"$tmp"
 mv "$tmp" "$out"
 trap - EXIT

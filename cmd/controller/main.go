@@ -36,6 +36,16 @@ func run() error {
 	kubeQPS := fs.Float64("kube-api-qps", float64(o.KubeAPIQPS), "requests per second to the apiserver (each check writes a status)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the apiserver")
 	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "bundled registry that Tags with spec.cache are copied into (\"\" disables caching)")
+	fs.StringVar(&o.RegistryTokenFile, "registry-token-file", o.RegistryTokenFile, "projected ServiceAccount token presented to the bundled registry's token issuer (\"\": no authentication)")
+	ra := &o.RegistryAuth
+	fs.StringVar(&ra.Addr, "registry-auth-addr", ra.Addr, "listen address of the bundled registry's token issuer, the registry's auth.token.realm (\"0\" disables)")
+	fs.StringVar(&ra.KeyFile, "registry-auth-key-file", ra.KeyFile, "PEM private key the issuer signs registry tokens with (re-read when it changes)")
+	fs.StringVar(&ra.Audience, "registry-auth-audience", ra.Audience, "audience the presented ServiceAccount tokens must be bound to")
+	fs.StringVar(&ra.Service, "registry-auth-service", ra.Service, "the registry's auth.token.service (aud of issued tokens)")
+	fs.StringVar(&ra.Issuer, "registry-auth-issuer", ra.Issuer, "the registry's auth.token.issuer (iss of issued tokens)")
+	fs.DurationVar(&ra.TTL, "registry-auth-token-ttl", ra.TTL, "lifetime of issued registry tokens")
+	pushers := fs.String("registry-auth-pushers", "", "comma-separated users (system:serviceaccount:<ns>:<name>) that may pull, push and delete in the bundled registry")
+	pullers := fs.String("registry-auth-pullers", "", "comma-separated users that may only pull from the bundled registry")
 	fs.IntVar(&o.MaxConcurrentCaches, "max-concurrent-caches", o.MaxConcurrentCaches, "Tags copied into the bundled registry at once (the caching controller's workers, apart from the checks)")
 	fs.IntVar(&o.MaxConcurrentCopies, "max-concurrent-copies", o.MaxConcurrentCopies, "blobs in flight per copy into the bundled registry")
 	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "registry webhook receivers listen address (\"0\" disables)")
@@ -58,6 +68,7 @@ func run() error {
 	}
 	o.PlainHTTPRegistries = daemonflags.List(*plainHTTP)
 	o.KubeAPIQPS = float32(*kubeQPS)
+	ra.Pushers, ra.Pullers = daemonflags.List(*pushers), daemonflags.List(*pullers)
 	log, err := common.Logger()
 	if err != nil {
 		return err

@@ -61,6 +61,7 @@ func run(args []string) error {
 	fs.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd config file, checked at start")
 	fs.StringVar(&o.CRIEndpoint, "cri-endpoint", o.CRIEndpoint, "CRI socket for local image convergence (\"\" disables)")
 	fs.StringVar(&o.RegistryURL, "registry-url", o.RegistryURL, "URL of the bundled registry")
+	fs.StringVar(&o.RegistryTokenFile, "registry-token-file", o.RegistryTokenFile, "projected ServiceAccount token presented to the bundled registry's token issuer (\"\": no authentication)")
 	fs.DurationVar(&o.DialTimeout, "dial-timeout", o.DialTimeout, "dial_timeout on our hosts.toml entry: how fast containerd falls back when the agent is down")
 	fs.IntVar(&o.ConvergeWorkers, "converge-workers", o.ConvergeWorkers, "concurrent CRI pulls when converging local images")
 	fs.StringVar(&o.ReadyFile, "ready-file", o.ReadyFile, "file this process writes its readiness to, for `node-agent ready-check` (\"\" disables)")

@@ -42,7 +42,7 @@ func TestRegistryFilesystem(t *testing.T) {
 	bin := rig.RequireBins(t, "registry")
 	// ReadWriteMany: the render that has both the registry and the gc job on
 	// filesystem storage.
-	r := render(t, rwxValues)
+	r := render(t, rwxValues+authOff)
 	dir := t.TempDir()
 	addr := rig.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
@@ -91,7 +91,7 @@ func TestRegistryFilesystem(t *testing.T) {
 
 func TestRegistryS3(t *testing.T) {
 	bin := rig.RequireBins(t, "registry")
-	r := render(t, s3Values)
+	r := render(t, s3Values+authOff)
 	store := newFakeS3(t)
 	dir := t.TempDir()
 	addr := rig.FreeAddr(t)

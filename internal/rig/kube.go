@@ -79,6 +79,13 @@ func StartKube(binDir string) (*Kube, error) {
 	return c, nil
 }
 
+// ServiceAccountSigningKey is the path of the PEM key the apiserver signs
+// ServiceAccount tokens with, for tests that forge one it must refuse (an
+// expired token: TokenRequest will not issue one).
+func (c *Kube) ServiceAccountSigningKey() string {
+	return filepath.Join(c.env.ControlPlane.APIServer.CertDir, "sa-signer.key")
+}
+
 // Go runs run in the background until Stop, which cancels its context
 // and waits for it to return (at most 30s): the in-process controller of
 // internal/rig/inproc runs this way, so it stops before the apiserver.

@@ -59,10 +59,23 @@ type RegistryOptions struct {
 	AnonymousPull bool
 	// TokenTTL is the lifetime of issued tokens (expires_in); default 5m.
 	TokenTTL time.Duration
+	// External, with AuthToken, sends clients to another token issuer (tagger's
+	// own, pkg/controller/registryauth) instead of the rig's token server:
+	// the registry's realm, service and issuer are External's and it trusts
+	// External.RootCerts. The push helpers keep working: the registry also
+	// trusts the rig's own signing key, with which they mint their tokens.
+	External *ExternalToken
 	// S3 stores content in an S3-compatible bucket through distribution's s3
 	// driver instead of the registry's temp dir, so several registries can
 	// share one store (see internal/rig). Nil: filesystem storage.
 	S3 *S3Storage
+}
+
+// ExternalToken is a token issuer the registry trusts besides the rig's.
+type ExternalToken struct {
+	Realm, Service, Issuer string
+	// RootCerts is a PEM bundle of the issuer's certificates (its keys).
+	RootCerts []byte
 }
 
 // S3Storage is the s3 driver configuration of a registry: path-style, plain
@@ -138,6 +151,9 @@ func StartRegistry(t T, bin string, o RegistryOptions) *Registry {
 	if o.Auth != AuthNone && o.Auth != AuthBasic && o.Auth != AuthToken {
 		t.Fatalf("rig registry: unknown auth %q", o.Auth)
 	}
+	if o.External != nil && o.Auth != AuthToken {
+		t.Fatalf("rig registry: External needs AuthToken")
+	}
 	users := map[string]string{adminUser: r.admin}
 	for u, p := range o.Users {
 		users[u] = p
@@ -154,7 +170,12 @@ func StartRegistry(t T, bin string, o RegistryOptions) *Registry {
 		}
 		r.token = ts
 		t.Cleanup(ts.Close)
-		if err := os.WriteFile(filepath.Join(r.dir, "token-root.pem"), ts.certPEM, 0o600); err != nil {
+		roots := ts.certPEM
+		if x := o.External; x != nil {
+			ts.service, ts.issuer = x.Service, x.Issuer
+			roots = append(append([]byte{}, roots...), x.RootCerts...)
+		}
+		if err := os.WriteFile(filepath.Join(r.dir, "token-root.pem"), roots, 0o600); err != nil {
 			t.Fatalf("rig registry: write token root cert: %v", err)
 		}
 	}
@@ -369,10 +390,14 @@ func (r *Registry) config(nonce string) ([]byte, error) {
 			"path":  filepath.Join(r.dir, "htpasswd"),
 		}}
 	case AuthToken:
+		realm := r.token.realm()
+		if x := r.opts.External; x != nil {
+			realm = x.Realm
+		}
 		cfg["auth"] = map[string]any{"token": map[string]any{
-			"realm":          r.token.realm(),
-			"service":        tokenService,
-			"issuer":         tokenIssuer,
+			"realm":          realm,
+			"service":        r.token.service,
+			"issuer":         r.token.issuer,
 			"rootcertbundle": filepath.Join(r.dir, "token-root.pem"),
 		}}
 	}

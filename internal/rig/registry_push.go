@@ -138,6 +138,42 @@ func (r *Registry) authorize(req *http.Request, repo string) error {
 	return nil
 }
 
+// Head sends HEAD u (a URL of this registry, a manifest's or a blob's) as
+// the admin user, asking for an OCI manifest, and returns the status: for
+// tests checking what the registry holds, whatever its authentication.
+func (r *Registry) Head(t T, u string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		t.Fatalf("rig registry: HEAD %s: %v", u, err)
+	}
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+	resp, err := adminAuth{r}.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("rig registry: HEAD %s: %v", u, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// AdminToken is a Bearer token of the rig's admin user with pull, push and
+// delete on repo (AuthToken only), for tests reading a registry directly.
+func (r *Registry) AdminToken(t T, repo string) string {
+	t.Helper()
+	if r.token == nil {
+		t.Fatalf("rig registry: AdminToken needs AuthToken")
+	}
+	tok, err := r.token.sign(adminUser, []resourceActions{{
+		Type: "repository", Name: repo, Actions: []string{"pull", "push", "delete"},
+	}}, time.Now())
+	if err != nil {
+		t.Fatalf("rig registry: %v", err)
+	}
+	return tok
+}
+
 // TokenRealm is the token server's realm URL (AuthToken only).
 func (r *Registry) TokenRealm() string {
 	if r.token == nil {
@@ -147,7 +183,12 @@ func (r *Registry) TokenRealm() string {
 }
 
 // TokenService is the service name the registry and token server agree on.
-func (r *Registry) TokenService() string { return tokenService }
+func (r *Registry) TokenService() string {
+	if r.token == nil {
+		return tokenService
+	}
+	return r.token.service
+}
 
 // TokenRequests counts requests the token server has received, so tests can
 // assert that a client caches its tokens.

@@ -45,6 +45,9 @@ type tokenServer struct {
 	anonymous bool
 	ttl       time.Duration
 	requests  atomic.Int64
+	// service and issuer are the registry's auth.token names (tokenService
+	// and tokenIssuer, or RegistryOptions.External's).
+	service, issuer string
 }
 
 func newTokenServer(users map[string]string, anonymousPull bool, ttl time.Duration) (*tokenServer, error) {
@@ -76,6 +79,8 @@ func newTokenServer(users map[string]string, anonymousPull bool, ttl time.Durati
 		users:     users,
 		anonymous: anonymousPull,
 		ttl:       ttl,
+		service:   tokenService,
+		issuer:    tokenIssuer,
 	}
 	ts.srv = httptest.NewServer(http.HandlerFunc(ts.serve))
 	return ts, nil
@@ -121,7 +126,7 @@ func (ts *tokenServer) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		return
 	}
-	if service != tokenService {
+	if service != ts.service {
 		tokenError(w, http.StatusBadRequest, "invalid_request", "unknown service")
 		return
 	}
@@ -209,9 +214,9 @@ func (ts *tokenServer) sign(subject string, access []resourceActions, now time.T
 		"x5c": []string{base64.StdEncoding.EncodeToString(ts.certDER)},
 	}
 	claims := map[string]any{
-		"iss":    tokenIssuer,
+		"iss":    ts.issuer,
 		"sub":    subject,
-		"aud":    tokenService,
+		"aud":    ts.service,
 		"exp":    now.Add(ts.ttl).Unix(),
 		"nbf":    now.Add(-time.Second).Unix(),
 		"iat":    now.Unix(),

@@ -31,6 +31,7 @@ import (
 	"github.com/tagger-project/tagger/pkg/controller/check"
 	"github.com/tagger-project/tagger/pkg/controller/imagecopy"
 	"github.com/tagger-project/tagger/pkg/controller/ratelimit"
+	"github.com/tagger-project/tagger/pkg/controller/registryauth"
 	"github.com/tagger-project/tagger/pkg/controller/registryprobe"
 	"github.com/tagger-project/tagger/pkg/controller/restart"
 	"github.com/tagger-project/tagger/pkg/hooks"
@@ -63,6 +64,13 @@ type Options struct {
 	// RegistryURL is the bundled registry Tags with spec.cache are copied
 	// into ("" disables caching).
 	RegistryURL string
+	// RegistryTokenFile is the projected ServiceAccount token the controller
+	// presents to the bundled registry's token issuer ("": the registry is
+	// reached without authentication).
+	RegistryTokenFile string
+	// RegistryAuth configures the bundled registry's token issuer, served
+	// by every replica (docs/design.md, "Bundled registry authentication").
+	RegistryAuth registryauth.Options
 	// MaxConcurrentCopies bounds the blobs in flight per copy.
 	MaxConcurrentCopies int
 	// WebhookAddr serves the registry webhook receivers ("0" disables).
@@ -112,6 +120,10 @@ func DefaultOptions() Options {
 		RegistryQPS:             ratelimit.DefaultRegistryQPS,
 		RestartQPS:              float64(restart.DefaultQPS),
 		RestartBurst:            restart.DefaultBurst,
+		RegistryAuth: registryauth.Options{
+			Addr: "0", Audience: registryauth.DefaultAudience, TTL: registryauth.DefaultTTL,
+			Service: "tagger-registry", Issuer: "tagger-controller",
+		},
 	}
 }
 
@@ -186,6 +198,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log *logrus.Logger) e
 	if err := addWebhooks(ctx, mgr, o, log); err != nil {
 		return err
 	}
+	if o.RegistryAuth.Enabled() {
+		srv, err := registryauth.NewServer(cfg, o.RegistryAuth, log.WithField("component", "registry-auth"))
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(srv); err != nil {
+			return fmt.Errorf("add registry token issuer: %w", err)
+		}
+	}
 	log.WithFields(logrus.Fields{"metrics": metricsAddr, "health": o.HealthAddr, "leaderElect": o.LeaderElect}).Info("starting tagger controller")
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
@@ -241,11 +262,16 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 		PullSecretNamespace: o.PullSecretNamespace,
 	}
 	if o.RegistryURL != "" {
+		hc, err := bundledClient(o.RegistryURL, o.RegistryTokenFile, "tagger-controller")
+		if err != nil {
+			return err
+		}
 		cacher.Copier = &imagecopy.Copier{
 			// No overall timeout: a layer streams within one request; the
 			// copy's context bounds it.
 			Upstream:      registryclient.New(registryclient.Options{HTTPClient: httplimits.Upstream.HTTPClient(), PlainHTTP: plain, UserAgent: "tagger-controller"}),
 			Registry:      strings.TrimRight(o.RegistryURL, "/"),
+			HTTPClient:    hc,
 			MaxConcurrent: o.MaxConcurrentCopies,
 			Metrics:       copyMetrics(),
 			Log:           log.WithField("component", "copy"),
@@ -272,6 +298,22 @@ func addControllers(ctx context.Context, mgr manager.Manager, o Options, resolve
 		return fmt.Errorf("set up Tag restart controller: %w", err)
 	}
 	return nil
+}
+
+// bundledClient is the HTTP client for the bundled registry: without a
+// token file, nil (the copier's default); with one, authenticating with the
+// ServiceAccount token at tokenFile and caching the registry's tokens.
+func bundledClient(registry, tokenFile, userAgent string) (*http.Client, error) {
+	if tokenFile == "" {
+		return nil, nil
+	}
+	hc := httplimits.InCluster.HTTPClient()
+	ta, err := registryclient.NewTokenAuth(registry, hc.Transport, registryclient.ServiceAccountToken(tokenFile), userAgent)
+	if err != nil {
+		return nil, err
+	}
+	hc.Transport = ta
+	return hc, nil
 }
 
 // addRegistryProbe exports whether the bundled registry answers

@@ -50,6 +50,9 @@ type Options struct {
 	CRIEndpoint string
 	// RegistryURL is the bundled registry.
 	RegistryURL string
+	// RegistryTokenFile is the projected ServiceAccount token presented to
+	// the bundled registry's token issuer ("": no authentication).
+	RegistryTokenFile string
 	// DialTimeout is written as dial_timeout on our hosts.toml entry.
 	DialTimeout time.Duration
 	// StrictRegistries (path.Match patterns) get no upstream fallback.
@@ -208,9 +211,14 @@ func New(cfg *rest.Config, o Options, log *logrus.Logger) (a *Agent, err error) 
 	}
 	// No overall timeout: strict registries stream whole layers through it.
 	up := registryclient.New(registryclient.Options{HTTPClient: httplimits.Upstream.HTTPClient(), PlainHTTP: plain, UserAgent: "tagger-node-agent"})
+	bundled, err := bundledClient(o.RegistryURL, o.RegistryTokenFile)
+	if err != nil {
+		return nil, err
+	}
 	handler, err := mirror.New(mirror.Options{
 		Table:       a.table,
 		RegistryURL: o.RegistryURL,
+		HTTPClient:  bundled,
 		Upstream:    up.Anonymous(),
 		Content:     up.Anonymous(),
 		Strict:      strict,
@@ -516,4 +524,21 @@ func serve(s *http.Server, ln net.Listener, name string) error {
 		return fmt.Errorf("%s server: %w", name, err)
 	}
 	return nil
+}
+
+// bundledClient is the mirror's client for the bundled registry: nil (the
+// mirror's default) without a token file; with one, authenticating with the
+// node agent's ServiceAccount token and caching the registry's tokens, so
+// a pull costs no token fetch in the steady state.
+func bundledClient(registry, tokenFile string) (*http.Client, error) {
+	if tokenFile == "" || registry == "" {
+		return nil, nil
+	}
+	hc := httplimits.InCluster.HTTPClient()
+	ta, err := registryclient.NewTokenAuth(registry, hc.Transport, registryclient.ServiceAccountToken(tokenFile), "tagger-node-agent")
+	if err != nil {
+		return nil, err
+	}
+	hc.Transport = ta
+	return hc, nil
 }

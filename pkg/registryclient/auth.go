@@ -129,27 +129,7 @@ func (c *Client) fetchToken(ctx context.Context, ch auth.Challenge, repo string,
 	if realm.Scheme == "http" && !creds.IsZero() && !c.plainHTTP(realm.Host) {
 		return "", 0, fmt.Errorf("fetch token from %s: refusing to send credentials over plain HTTP", shown)
 	}
-	to, err := auth.GenerateTokenOptions(ctx, realm.Host, creds.Username, creds.Password, ch)
-	if err != nil {
-		return "", 0, fmt.Errorf("fetch token from %s: %w", shown, err)
-	}
-	to.Scopes = []string{"repository:" + repo + ":pull"}
-
-	capture := &tokenResponse{}
-	start := time.Now()
-	tr, err := auth.FetchToken(context.WithValue(ctx, tokenResponseKey{}, capture), c.tokenHTTP,
-		http.Header{"User-Agent": {c.userAgent}}, to)
-	if err != nil {
-		return "", 0, tokenError(shown, capture.header, err)
-	}
-	ttl := defaultTokenTTL
-	if tr.ExpiresInSeconds > 0 {
-		ttl = time.Duration(min(int64(tr.ExpiresInSeconds), int64(24*time.Hour/time.Second))) * time.Second
-	}
-	// Count from when we asked, and stop using it a little early, so a
-	// cached token does not expire in flight.
-	ttl -= min(ttl/10, 30*time.Second) + time.Since(start)
-	return tr.Token, max(ttl, 0), nil
+	return fetchScopedToken(ctx, c.tokenHTTP, c.userAgent, ch, creds, []string{"repository:" + repo + ":pull"})
 }
 
 // tokenError maps FetchToken's error to ours: an HTTP error status of the

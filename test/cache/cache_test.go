@@ -28,15 +28,16 @@ func TestCachedPulls(t *testing.T) {
 	kc := rig.NewKube(t)
 	c := kc.Client
 	up := rig.NewRegistry(t, rig.RegistryOptions{})
-	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	bundled := inproc.NewAuthRegistry(t, kc, rig.RegistryOptions{})
 	uploads := rig.NewCountingProxy(t, bundled.URL())
 
 	o := inproc.ControllerOptions()
+	bundled.Controller(&o)
 	o.RegistryURL = uploads.URL()
 	inproc.RunController(kc, o)
 
 	ctd := rig.NewContainerd(t, rig.ContainerdOptions{})
-	agent := inproc.RunNodeAgent(t, kc, ctd, bundled.URL())
+	agent := inproc.RunNodeAgentWith(t, kc, ctd, bundled.Agent)
 
 	image := up.Host() + "/team/app:v1"
 	idx := up.PushIndex(t, "team/app", "v1", []string{"linux/amd64", "linux/arm64"}, rig.IndexOptions{Attestations: true})
@@ -124,15 +125,16 @@ func freshPull(t *testing.T, ctd *rig.Containerd, ref string) string {
 	return d
 }
 
-// startCaching starts an apiserver, an upstream and a bundled registry, and
-// the controller caching into the bundled one.
-func startCaching(t *testing.T) (*rig.Kube, *rig.Registry, *rig.Registry) {
+// startCaching starts an apiserver, an upstream and a bundled registry with
+// authentication on (as the chart deploys it), and the controller caching
+// into the bundled one and issuing its tokens.
+func startCaching(t *testing.T) (*rig.Kube, *rig.Registry, *inproc.AuthRegistry) {
 	t.Helper()
 	kc := rig.NewKube(t)
 	up := rig.NewRegistry(t, rig.RegistryOptions{})
-	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	bundled := inproc.NewAuthRegistry(t, kc, rig.RegistryOptions{})
 	o := inproc.ControllerOptions()
-	o.RegistryURL = bundled.URL()
+	bundled.Controller(&o)
 	inproc.RunController(kc, o)
 	return kc, up, bundled
 }

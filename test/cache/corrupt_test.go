@@ -95,11 +95,11 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 	// Nothing corrupt was committed: neither the manifest nor the bad layers.
 	ref, _ := pins.ParseReference(tag.Spec.Image)
 	for _, l := range img.Layers {
-		if code := head(t, bundled.URL()+"/v2/"+ref.CacheRepository()+"/blobs/"+l.Digest.String()); code != http.StatusNotFound {
+		if code := bundled.Head(t, bundled.URL()+"/v2/"+ref.CacheRepository()+"/blobs/"+l.Digest.String()); code != http.StatusNotFound {
 			t.Fatalf("layer %s is in the bundled registry (HEAD %d) after a corrupt copy", l.Digest, code)
 		}
 	}
-	if code := head(t, bundled.URL()+"/v2/"+ref.CacheRepository()+"/manifests/"+img.Digest.String()); code != http.StatusNotFound {
+	if code := bundled.Head(t, bundled.URL()+"/v2/"+ref.CacheRepository()+"/manifests/"+img.Digest.String()); code != http.StatusNotFound {
 		t.Fatalf("manifest committed after a corrupt copy (HEAD %d)", code)
 	}
 
@@ -110,16 +110,4 @@ func TestCorruptUpstreamLayer(t *testing.T) {
 		cd := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionCached)
 		return got.Status.CachedServed && cd != nil && cd.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", cd)
 	})
-}
-
-func head(t *testing.T, u string) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, u, nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

@@ -60,7 +60,7 @@ func TestDeletedTagCleansCache(t *testing.T) {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
 	for _, img := range []rig.Image{img1, img2} {
-		if code := head(t, manifest(img)); code != http.StatusOK {
+		if code := bundled.Head(t, manifest(img)); code != http.StatusOK {
 			t.Fatalf("cached %s before the delete: HEAD %d", img.Digest, code)
 		}
 	}
@@ -99,10 +99,10 @@ func TestDeletedTagCleansCache(t *testing.T) {
 		err := c.Get(ctx, client.ObjectKey{Name: "del-a"}, &v1alpha1.Tag{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
-	if code := head(t, manifest(img2)); code != http.StatusNotFound {
+	if code := bundled.Head(t, manifest(img2)); code != http.StatusNotFound {
 		t.Errorf("del-a's own generation 2 after the delete: HEAD %d, want 404", code)
 	}
-	if code := head(t, manifest(img1)); code != http.StatusOK {
+	if code := bundled.Head(t, manifest(img1)); code != http.StatusOK {
 		t.Errorf("generation 1, still kept by del-b: HEAD %d, want 200", code)
 	}
 	if err := c.Get(ctx, client.ObjectKey{Name: "del-b"}, &got); err != nil || !got.Status.CachedServed {

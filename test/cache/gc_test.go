@@ -29,7 +29,7 @@ func TestRetentionGCThenPull(t *testing.T) {
 	kc, up, bundled := startCaching(t)
 	c := kc.Client
 	ctd := rig.NewContainerd(t, rig.ContainerdOptions{})
-	agent := inproc.RunNodeAgent(t, kc, ctd, bundled.URL())
+	agent := inproc.RunNodeAgentWith(t, kc, ctd, bundled.Agent)
 
 	base := up.PushImage(t, "gc/base", "v1", rig.ImageOptions{LayerSize: 64 << 10})
 	image := up.Host() + "/gc/app:v1"
@@ -57,21 +57,21 @@ func TestRetentionGCThenPull(t *testing.T) {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
 	rig.WaitFor(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
-		code := head(t, manifest(gens[0]))
+		code := bundled.Head(t, manifest(gens[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})
 	own1, shared := gens[0].Layers[1].Digest, base.Layers[0].Digest
-	if code := head(t, blob(own1)); code != http.StatusOK {
+	if code := bundled.Head(t, blob(own1)); code != http.StatusOK {
 		t.Fatalf("before GC, generation 1's own layer: HEAD %d, want 200 (manifest deletes free no blobs)", code)
 	}
 
 	bundled.CollectGarbage(t)
 	for _, d := range []fmt.Stringer{own1, gens[0].Config.Digest} {
-		if code := head(t, blob(d)); code != http.StatusNotFound {
+		if code := bundled.Head(t, blob(d)); code != http.StatusNotFound {
 			t.Errorf("after GC, generation 1's own blob %s: HEAD %d, want 404", d, code)
 		}
 	}
-	if code := head(t, blob(shared)); code != http.StatusOK {
+	if code := bundled.Head(t, blob(shared)); code != http.StatusOK {
 		t.Errorf("after GC, the base layer generations 2 and 3 share: HEAD %d, want 200", code)
 	}
 

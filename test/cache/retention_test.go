@@ -52,11 +52,11 @@ func TestRetentionPrunesCache(t *testing.T) {
 		return bundled.URL() + "/v2/" + ref.CacheRepository() + "/manifests/" + img.Digest.String()
 	}
 	rig.WaitFor(t, time.Minute, "generation 1 pruned from the bundled registry", func() (bool, string) {
-		code := head(t, manifest(imgs[0]))
+		code := bundled.Head(t, manifest(imgs[0]))
 		return code == http.StatusNotFound, fmt.Sprintf("HEAD %d", code)
 	})
 	for _, img := range imgs[1:] {
-		if code := head(t, manifest(img)); code != http.StatusOK {
+		if code := bundled.Head(t, manifest(img)); code != http.StatusOK {
 			t.Fatalf("kept generation %s: HEAD %d", img.Digest, code)
 		}
 	}

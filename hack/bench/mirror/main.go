@@ -60,6 +60,7 @@ const acceptHeader = "application/vnd.docker.distribution.manifest.v2+json, " +
 	"application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*"
 
 type config struct {
+	auth                bool
 	wrk                 string
 	duration, warmup    time.Duration
 	conns, threads      int
@@ -92,6 +93,7 @@ func benchMain(args []string) int {
 	fs.BoolVar(&c.noManifest, "no-manifest", false, "skip the manifest (wrk) benchmark")
 	fs.BoolVar(&c.noBlob, "no-blob", false, "skip the blob benchmark")
 	fs.BoolVar(&c.noMem, "no-mem", false, "skip the memory runs")
+	fs.BoolVar(&c.auth, "auth", true, "bundled registry with token auth as the chart deploys it: tagger's issuer, the mirror authenticating with TokenAuth, direct requests with a token")
 	_ = fs.Parse(args)
 	if c.repeat < 1 || c.blobRuns < 1 || c.pins < 1 || c.blobMiB < 1 || c.duration < time.Second {
 		fmt.Fprintln(os.Stderr, "bench: -repeat, -blob-runs, -pins, -blob-mib must be >= 1 and -duration >= 1s")

@@ -59,6 +59,7 @@ func checkManifest(ctx context.Context, t target, idx rig.Index) error {
 			return err
 		}
 		req.Header.Set("Accept", acceptHeader)
+		setBenchAuth(req)
 		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", m, t.Name, err)
@@ -123,7 +124,7 @@ func (s wrkSummary) errors() int64 { return s.Connect + s.Read + s.Write + s.Sta
 const wrkScript = `-- written by hack/bench/mirror
 wrk.method = %q
 wrk.headers["Accept"] = %q
-function done(summary, latency, requests)
+%sfunction done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%.1f,"max_us":%%d}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
@@ -136,7 +137,7 @@ func benchManifests(ctx context.Context, r *program, c *config, cases []benchCas
 	scripts := map[string]string{}
 	for _, m := range []string{http.MethodHead, http.MethodGet} {
 		path := filepath.Join(dir, strings.ToLower(m)+".lua")
-		if err := os.WriteFile(path, fmt.Appendf(nil, wrkScript, m, acceptHeader), 0o644); err != nil {
+		if err := os.WriteFile(path, fmt.Appendf(nil, wrkScript, m, acceptHeader, wrkAuthLine()), 0o644); err != nil {
 			return nil, err
 		}
 		scripts[m] = path
@@ -252,6 +253,7 @@ func benchBlob(ctx context.Context, c *config, targets []target, blob ocispec.De
 		if err != nil {
 			return 0, err
 		}
+		setBenchAuth(req)
 		start := time.Now()
 		resp, err := clients[t.Name].Do(req)
 		if err != nil {

@@ -43,7 +43,11 @@ func runServers(ctx context.Context, r *program, c *config, res *results) error 
 	}
 
 	logf("starting the distribution registry (%s)", regBin)
-	reg := rig.StartRegistry(r, regBin, rig.RegistryOptions{})
+	regOpts, bundled, err := benchAuth(r, c)
+	if err != nil {
+		return err
+	}
+	reg := rig.StartRegistry(r, regBin, regOpts)
 	regPID := childPID(regBin)
 	if regPID == 0 {
 		logf("warning: registry pid not found; its CPU time is not reported")
@@ -96,16 +100,19 @@ func runServers(ctx context.Context, r *program, c *config, res *results) error 
 
 	// The mirror as the node agent builds it (the manifest cache at its
 	// default bound), and the same with the cache off, for comparison.
-	h, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), Metrics: mirror.NewMetrics(prometheus.NewRegistry())})
+	if err := bundled.start(reg.URL(), cacheRepo); err != nil {
+		return err
+	}
+	h, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), HTTPClient: bundled.client(), Metrics: mirror.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		return err
 	}
-	noCache, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), ManifestCacheBytes: -1,
+	noCache, err := mirror.New(mirror.Options{Table: table, RegistryURL: reg.URL(), HTTPClient: bundled.client(), ManifestCacheBytes: -1,
 		Metrics: mirror.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		return err
 	}
-	if err := checkMirrorPaths(table, reg.URL(), idx); err != nil {
+	if err := checkMirrorPaths(table, reg.URL(), idx, bundled); err != nil {
 		return err
 	}
 	mirrorURL, err := serve(r, h)
@@ -248,6 +255,7 @@ func (p *copyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	setBenchAuth(req)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
@@ -277,10 +285,15 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // answered without the bundled registry; the first pinned GET reads it once
 // and fills the manifest cache; later GETs, by tag and by digest, are
 // answered from the cache; and with the cache off every GET reads it.
-func checkMirrorPaths(table *pins.Table, registryURL string, idx rig.Index) error {
+func checkMirrorPaths(table *pins.Table, registryURL string, idx rig.Index, bundled *benchAuthState) error {
 	byDigest := "/v2/library/bench/manifests/" + idx.Digest.String()
 	for _, cacheBytes := range []int64{0, -1} {
+		// Counted above the token transport: the mirror's own requests,
+		// not the token fetches.
 		ct := &countingTransport{rt: http.DefaultTransport}
+		if hc := bundled.client(); hc != nil {
+			ct.rt = hc.Transport
+		}
 		h, err := mirror.New(mirror.Options{Table: table, RegistryURL: registryURL, HTTPClient: &http.Client{Transport: ct}, ManifestCacheBytes: cacheBytes})
 		if err != nil {
 			return err

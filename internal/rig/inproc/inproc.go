@@ -42,12 +42,21 @@ func RunController(k *rig.Kube, o controller.Options) {
 // registry at registryURL, local registries over plain HTTP.
 func RunNodeAgent(t rig.T, k *rig.Kube, ctd *rig.Containerd, registryURL string) *node.Agent {
 	t.Helper()
+	return RunNodeAgentWith(t, k, ctd, func(o *node.Options) { o.RegistryURL = registryURL })
+}
+
+// RunNodeAgentWith is RunNodeAgent with adjust applied to the options
+// (e.g. AuthRegistry.Agent for a bundled registry with authentication).
+func RunNodeAgentWith(t rig.T, k *rig.Kube, ctd *rig.Containerd, adjust func(*node.Options)) *node.Agent {
+	t.Helper()
 	o := node.DefaultOptions()
 	o.Listen = "127.0.0.1:0"
 	o.MetricsAddr, o.HealthAddr = "0", "0"
 	o.HostsDir, o.ContainerdConfig, o.CRIEndpoint = ctd.HostsDir(), ctd.ConfigPath(), ""
-	o.RegistryURL = registryURL
 	o.PlainHTTPRegistries = []string{"127.0.0.1:*"}
+	if adjust != nil {
+		adjust(&o)
+	}
 	agent, err := node.New(k.Config, o, k.Log)
 	if err != nil {
 		t.Fatalf("node agent: %v", err)

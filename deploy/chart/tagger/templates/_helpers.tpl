@@ -181,6 +181,9 @@ wrote with.
 {{- with include "tagger.registry.url" . }}
 {{- $args = append $args (printf "--registry-url=%s" .) }}
 {{- end }}
+{{- if eq (include "tagger.registry.authEnabled" .) "true" }}
+{{- $args = append $args (printf "--registry-token-file=%s" (include "tagger.registryAuth.tokenFile" .)) }}
+{{- end }}
 {{- $args = append $args (printf "--dial-timeout=%v" $n.dialTimeout) }}
 {{- with $n.strictRegistries }}
 {{- $args = append $args (printf "--strict-registries=%s" (join "," .)) }}
@@ -338,6 +341,42 @@ tolerations:
     effect: NoSchedule
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Bundled registry authentication (pkg/controller/registryauth): on when the
+bundled registry is and registry.auth.enabled.
+*/}}
+{{- define "tagger.registry.authEnabled" -}}
+{{- and .Values.registry.enabled .Values.registry.auth.enabled }}
+{{- end }}
+
+{{- define "tagger.registryAuth.secretName" -}}
+{{- default (printf "%s-auth" (include "tagger.registry.fullname" .)) .Values.registry.auth.existingSecret }}
+{{- end }}
+
+{{- define "tagger.registryAuth.serviceName" -}}
+{{- printf "%s-registry-auth" (include "tagger.controller.fullname" .) }}
+{{- end }}
+
+{{/* The registry's realm: the controller's issuer behind its Service. */}}
+{{- define "tagger.registryAuth.realm" -}}
+{{- printf "http://%s.%s.svc:%v/token" (include "tagger.registryAuth.serviceName" .) .Release.Namespace .Values.registry.auth.port }}
+{{- end }}
+
+{{/* Where the audience-bound ServiceAccount token is projected. */}}
+{{- define "tagger.registryAuth.tokenDir" -}}/var/run/secrets/tagger.dev/registry{{- end }}
+{{- define "tagger.registryAuth.tokenFile" -}}{{ include "tagger.registryAuth.tokenDir" . }}/token{{- end }}
+
+{{/* The projected token volume (controller and node agent pods). */}}
+{{- define "tagger.registryAuth.tokenVolume" -}}
+- name: registry-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: {{ .Values.registry.auth.audience }}
+          expirationSeconds: 3600
 {{- end }}
 
 {{/*
