@@ -27,7 +27,7 @@ const authOff = "  auth:\n    enabled: false\n"
 // configuration and the chart-generated signing Secret: every request
 // without a token is refused with the controller's realm, a token signed
 // with the Secret's key (as the controller signs) is accepted, and the
-// readiness probe's /debug/health answers on loopback.
+// readiness probe's path answers 200 without a token.
 func TestRegistryAuth(t *testing.T) {
 	bin := rig.RequireBins(t, "registry")
 	r := render(t, "")
@@ -53,20 +53,21 @@ func TestRegistryAuth(t *testing.T) {
 	if err := os.WriteFile(bundle, sec.Data["trusted.crt"], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr, debug := rig.FreeAddr(t), rig.FreeAddr(t)
+	addr := rig.FreeAddr(t)
 	cfg := writeRegistryConfig(t, r, dir, func(cfg map[string]any) {
 		setPath(t, cfg, filepath.Join(dir, "data"), "storage", "filesystem", "rootdirectory")
 		setPath(t, cfg, addr, "http", "addr")
-		setPath(t, cfg, debug, "http", "debug", "addr")
 		setPath(t, cfg, bundle, "auth", "token", "rootcertbundle")
 	})
 	reg := get[*appsv1.Deployment](t, r, "Deployment", "tagger-registry")
 	c := container(t, reg.Spec.Template.Spec, "registry")
-	if p := c.ReadinessProbe; p == nil || p.Exec == nil || !strings.Contains(strings.Join(p.Exec.Command, " "), "127.0.0.1:5001/debug/health") {
-		t.Fatalf("registry readiness probe %+v: want the loopback /debug/health", p)
+	p := c.ReadinessProbe
+	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/" || p.HTTPGet.Port.String() != "http" {
+		t.Fatalf("registry readiness probe %+v: want an httpGet of / on the http port", p)
 	}
 	start(t, c, bin, cfg, dir)
-	waitStatus(t, "http://"+debug+"/debug/health", http.StatusOK)
+	// The kubelet's probe: no token, 200 while the storage is healthy.
+	waitStatus(t, "http://"+addr+p.HTTPGet.Path, http.StatusOK)
 
 	// No token: 401 for a pull, with the controller's Service as realm.
 	resp := get2(t, "http://"+addr+"/v2/team/app/tags/list", "")
