@@ -9,7 +9,9 @@
 // What a pod would supply differently is replaced, and only that: listen
 // addresses move to loopback ports, node paths to temp dirs, the in-cluster
 // API address to a kubeconfig carrying the ServiceAccount's own token, and
-// the bundled registry's Service URL to a local distribution registry (there
+// the bundled registry's Service URL to a local distribution registry that
+// runs the chart's token auth against the controller's issuer, the projected
+// registry tokens to files of the same audience (there
 // is no kube-proxy or cluster DNS here; the kubelet-level proof of the node
 // agent is test/cluster).
 package install
@@ -109,7 +111,12 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 
 	// The upstream is private: only the pull Secret's credentials resolve it.
 	up := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthToken, Users: map[string]string{"robot": "s3cret"}})
-	bundled := rig.NewRegistry(t, rig.RegistryOptions{})
+	// The bundled registry as the chart configures it: token auth, trusting
+	// the chart-generated signing key, the controller as the issuer.
+	reg := bundledAuth(t, ctx, c, cs, tmp)
+	bundled := rig.NewRegistry(t, rig.RegistryOptions{Auth: rig.AuthToken, External: &rig.ExternalToken{
+		Realm: "http://" + reg.issuerAddr + "/token", Service: "tagger-registry", Issuer: "tagger-controller", RootCerts: reg.trusted,
+	}})
 	image := up.Host() + "/team/app:v1"
 	img1 := up.PushImage(t, "team/app", "v1", rig.ImageOptions{Layers: 2})
 
@@ -140,7 +147,9 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	ctrl := start(t, "controller", bins, containerArgs(t, dep.Spec.Template.Spec, "controller"),
 		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, dep.Spec.Template.Spec.ServiceAccountName),
 		"--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t), "--webhook-addr="+webhookAddr,
-		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
+		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*",
+		"--registry-token-file="+reg.controllerToken, "--registry-auth-key-file="+reg.keyFile,
+		"--registry-auth-addr="+reg.issuerAddr)
 
 	// The node agent, as its ServiceAccount, with the DaemonSet's args.
 	hostsDir := filepath.Join(tmp, "certs.d")
@@ -158,7 +167,8 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 		"--listen="+mirrorAddr, "--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t),
 		"--hosts-dir="+hostsDir, "--containerd-config="+containerdConfig, "--cri-endpoint=",
 		"--ready-file="+filepath.Join(tmp, "agent-state", "ready"),
-		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*")
+		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*",
+		"--registry-token-file="+reg.agentToken)
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
 		Image: image, Cache: true,
@@ -238,6 +248,7 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	})
 	req, _ := http.NewRequest(http.MethodHead, bundled.URL()+"/v2/"+ref.CacheRepository()+"/manifests/"+img2.Digest.String(), nil)
 	req.Header.Set("Accept", img2.MediaType)
+	req.Header.Set("Authorization", "Bearer "+reg.pullToken(t, ref.CacheRepository()))
 	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != http.StatusNotFound {
 		t.Fatalf("cached manifest after the Tag's deletion: %v %v, want 404", r, err)
 	}
