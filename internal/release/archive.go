@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 )
@@ -47,11 +48,7 @@ func buildPluginArchives(ctx context.Context, c *Config, r *Result) error {
 	}
 	defer os.RemoveAll(tmp)
 	for _, p := range c.PluginPlatforms {
-		bin := filepath.Join(tmp, binaryFile(PluginName, p))
-		if err := goBuild(ctx, c, PluginName, p, bin); err != nil {
-			return err
-		}
-		data, err := os.ReadFile(bin)
+		data, err := pluginBinary(ctx, c, p, tmp)
 		if err != nil {
 			return err
 		}
@@ -67,6 +64,19 @@ func buildPluginArchives(ctx context.Context, c *Config, r *Result) error {
 		r.Files = append(r.Files, name)
 	}
 	return nil
+}
+
+// pluginBinary is kubectl-tag for p: the bare binary the release already
+// built, or a fresh build in tmp.
+func pluginBinary(ctx context.Context, c *Config, p Platform, tmp string) ([]byte, error) {
+	if slices.Contains(c.Binaries, PluginName) && slices.Contains(c.BinaryPlatforms, p) {
+		return os.ReadFile(filepath.Join(c.Out, binaryFile(PluginName, p)))
+	}
+	bin := filepath.Join(tmp, binaryFile(PluginName, p))
+	if err := goBuild(ctx, c, PluginName, p, bin); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(bin)
 }
 
 // writeArchive writes a zip (for .zip) or gzipped tar with the entries

@@ -65,6 +65,10 @@ func TestReleaseBuild(t *testing.T) {
 	if err != nil || !strings.Contains(string(v), "kubectl-tag "+version+" (commit "+commit+", built 2026-01-02T03:04:05Z") {
 		t.Errorf("krew-installed kubectl-tag --version: %q, %v", v, err)
 	}
+	bare := filepath.Join(out, release.PluginName+"-"+host.OS+"-"+host.Arch)
+	if b, err := exec.Command(bare, "--version").CombinedOutput(); err != nil || !strings.Contains(string(b), version) {
+		t.Errorf("%s --version: %q, %v", bare, b, err)
+	}
 	checkTamperedArchive(t, filepath.Join(bins, "krew"), manifest, filepath.Join(out, archive))
 	checkChartArchive(t, filepath.Join(out, r.Chart))
 

@@ -31,7 +31,7 @@ func TestChartFromOCI(t *testing.T) {
 	}
 
 	cfg := config(t, filepath.Join(t.TempDir(), "dist"))
-	cfg.PluginPlatforms = nil // the chart alone
+	cfg.Binaries, cfg.PluginPlatforms = nil, nil // the chart alone
 	r := buildRelease(t, cfg)
 	chart := filepath.Join(cfg.Out, r.Chart)
 

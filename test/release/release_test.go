@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// config is a release of this machine's kubectl-tag archive and the chart
+// config is a release of this machine's kubectl-tag (bare and archived) and the chart
 // (the full platform matrix is `make release`'s: cross builds of the whole
 // tree would take this test many minutes).
 func config(t *testing.T, out string) release.Config {
@@ -61,6 +61,8 @@ func config(t *testing.T, out string) release.Config {
 	}
 	return release.Config{
 		Root: rig.RepoRoot(), Out: out, Version: version, Commit: commit, Date: date,
+		Binaries:        []string{release.PluginName},
+		BinaryPlatforms: []release.Platform{host},
 		PluginPlatforms: []release.Platform{host},
 		Chart:           "deploy/chart/tagger",
 		Helm:            []string{helm},
