@@ -79,13 +79,15 @@ clean:
 ## the chart packaged at the release version, the krew manifest generated from the archives
 ## (checked by krew's validator and installed with krew), SHA256SUMS. IMAGE_DIGEST
 ## (sha256:..., the pushed image's) is stamped into the packaged chart's image.digest.
+## RELEASE_ARGS adds hack/release flags, e.g. '-plugin-platforms linux/amd64' for a quick look.
 DIST ?= dist
 IMAGE_DIGEST ?=
+RELEASE_ARGS ?=
 release:
 	TESTBIN_DIR=$(dir $(TAGGER_TESTBIN)) hack/testbin.sh krew >/dev/null
 	$(GO) run ./hack/release -out '$(DIST)' -version '$(VERSION)' -commit '$(COMMIT)' -date '$(DATE)' \
 		-helm '$(HELM)' -image-digest '$(IMAGE_DIGEST)' \
-		-krew-validator '$(TAGGER_TESTBIN)/validate-krew-manifest' -krew '$(TAGGER_TESTBIN)/krew'
+		-krew-validator '$(TAGGER_TESTBIN)/validate-krew-manifest' -krew '$(TAGGER_TESTBIN)/krew' $(RELEASE_ARGS)
 
 ## fuzz: every Go fuzz target (mirror routing, webhook parsers and signatures, the
 ## hosts.toml reader) for FUZZTIME each; failing inputs land in testdata/fuzz as seeds
