@@ -16,7 +16,7 @@ BIN := bin
 export TAGGER_TESTBIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tagger/testbin/bin
 export OTEL_TRACES_EXPORTER := none
 
-.PHONY: all build image generate docs verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe
+.PHONY: all build image generate docs verify-generated testbin deps test unit lint demo clean bench bench-controller fuzz probe release
 
 all: build
 
@@ -90,6 +90,21 @@ demo: testbin
 
 clean:
 	rm -rf $(BIN)
+
+## release: what a release publishes, built here into DIST (docs/release.md): static
+## linux/amd64 and linux/arm64 binaries, kubectl-tag archives for linux, darwin and windows,
+## the chart packaged at the release version, the krew manifest generated from the archives
+## (checked by krew's validator and installed with krew), SHA256SUMS. IMAGE_DIGEST
+## (sha256:..., the pushed image's) is stamped into the packaged chart's image.digest.
+## RELEASE_ARGS adds hack/release flags, e.g. '-plugin-platforms linux/amd64' for a quick look.
+DIST ?= dist
+IMAGE_DIGEST ?=
+RELEASE_ARGS ?=
+release:
+	TESTBIN_DIR=$(dir $(TAGGER_TESTBIN)) hack/testbin.sh krew >/dev/null
+	$(GO) run ./hack/release -out '$(DIST)' -version '$(VERSION)' -commit '$(COMMIT)' -date '$(DATE)' \
+		-helm '$(HELM)' -image-digest '$(IMAGE_DIGEST)' \
+		-krew-validator '$(TAGGER_TESTBIN)/validate-krew-manifest' -krew '$(TAGGER_TESTBIN)/krew' $(RELEASE_ARGS)
 
 ## fuzz: every Go fuzz target (mirror routing, webhook parsers and signatures, the
 ## hosts.toml reader) for FUZZTIME each; failing inputs land in testdata/fuzz as seeds

@@ -10,7 +10,8 @@
 # internal/rig/cluster) containerd crictl seaweedfs (weed, the S3-compatible
 # server internal/rig runs) coredns (the cluster DNS the rig's clusters run)
 # buildkit (buildkitd and buildctl, which build the Dockerfile without a Docker
-# engine) promtool (checks and unit-tests the alerting rules). The default builds them all; the
+# engine) promtool (checks and unit-tests the alerting rules) krew (krew and
+# validate-krew-manifest, for the release test). The default builds them all; the
 # Debian packages the cluster also needs come from hack/ci-deps.sh.
 #
 # Layout: $TESTBIN_DIR/<name>-<version>/<binaries>, plus $TESTBIN_DIR/bin with
@@ -27,6 +28,7 @@ BUILDKIT_VERSION=v0.34.2
 REGISTRY_VERSION=v3.1.2
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 PROMETHEUS_VERSION=v0.316.0
+KREW_VERSION=v0.4.3
 
 TESTBIN_DIR=${TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tagger/testbin}
 mkdir -p "$TESTBIN_DIR/bin"
@@ -181,8 +183,15 @@ build_promtool() {
     github.com/prometheus/prometheus/cmd/promtool
 }
 
+# krew (the kubectl plugin manager) and its manifest validator: the release
+# test validates and installs the generated tag.yaml with them (hack/release).
+build_krew() {
+  gobuild krew "$KREW_VERSION" sigs.k8s.io/krew \
+    sigs.k8s.io/krew/cmd/krew sigs.k8s.io/krew/cmd/validate-krew-manifest
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit promtool)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd registry kube-full containerd crictl seaweedfs coredns buildkit promtool krew)
 for t in "${targets[@]}"; do
   case $t in
     kube|kube-apiserver) build_kube ;;
@@ -195,6 +204,7 @@ for t in "${targets[@]}"; do
     coredns) build_coredns ;;
     buildkit) build_buildkit ;;
     promtool) build_promtool ;;
+    krew) build_krew ;;
     *) echo "testbin: unknown target $t" >&2; exit 2 ;;
   esac
 done

@@ -295,8 +295,8 @@ func checkCommon(t *testing.T, r *rendered) {
 	}
 	reg := get[*appsv1.Deployment](t, r, "Deployment", "tagger-registry")
 	rc := container(t, reg.Spec.Template.Spec, "registry")
-	if rc.Image != "docker.io/library/registry:3" {
-		t.Errorf("registry image %q, want docker.io/library/registry:3", rc.Image)
+	if rc.Image != defaultRegistryImage {
+		t.Errorf("registry image %q, want %s", rc.Image, defaultRegistryImage)
 	}
 	if got := append(slices.Clone(rc.Command), rc.Args...); !slices.Equal(got, []string{"registry", "serve", "/etc/distribution/config.yml"}) {
 		t.Errorf("registry command %q", got)

@@ -90,4 +90,3 @@ func keysOf(m map[string][]byte) []string {
 	}
 	return out
 }
-

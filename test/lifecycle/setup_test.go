@@ -164,7 +164,9 @@ func (s *suite) install(ctx context.Context, imageTag string) {
 		"controller": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text"},
 		"nodeAgent": map[string]any{"plainHTTPRegistries": plain, "logFormat": "text",
 			"strictRegistries": []string{s.strict.Host()}},
-		"registry": map[string]any{"image": map[string]any{"repository": s.images.Host() + "/registry", "tag": "3"}},
+		"registry": map[string]any{"image": map[string]any{"repository": s.images.Host() + "/registry", "tag": "3",
+			// The chart pins Docker Hub's image by digest; this mirror's is another.
+			"digest": ""}},
 	})
 	if err != nil {
 		t.Fatal(err)

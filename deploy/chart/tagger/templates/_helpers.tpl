@@ -63,23 +63,26 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
-The tagger image: repository@digest when a digest is set, else
-repository:tag with the tag defaulting to appVersion.
+The tagger image: repository:tag, the tag defaulting to appVersion, and
+@digest appended when a digest is set (the runtime pulls by the digest; the
+tag stays for people reading the Pod).
 */}}
 {{- define "tagger.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $ref .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- $ref }}
 {{- end }}
 {{- end }}
 
 {{- define "tagger.registry.image" -}}
 {{- $img := .Values.registry.image }}
+{{- $ref := printf "%s:%s" $img.repository ($img.tag | toString) }}
 {{- if $img.digest }}
-{{- printf "%s@%s" $img.repository $img.digest }}
+{{- printf "%s@%s" $ref $img.digest }}
 {{- else }}
-{{- printf "%s:%s" $img.repository ($img.tag | toString) }}
+{{- $ref }}
 {{- end }}
 {{- end }}
 
