@@ -88,12 +88,13 @@ func TestChartMetadata(t *testing.T) {
 // imageRef is the image a values image block pulls by default.
 func imageRef(block any, appVersion string) string {
 	img := block.(map[string]any)
-	if d := fmt.Sprint(img["digest"]); d != "" {
-		return fmt.Sprintf("%s@%s", img["repository"], d)
-	}
 	tag := fmt.Sprint(img["tag"])
 	if tag == "" {
 		tag = appVersion
 	}
-	return fmt.Sprintf("%s:%s", img["repository"], tag)
+	ref := fmt.Sprintf("%s:%s", img["repository"], tag)
+	if d := fmt.Sprint(img["digest"]); d != "" {
+		ref += "@" + d // as the chart renders it: the tag for people, the digest pulled
+	}
+	return ref
 }

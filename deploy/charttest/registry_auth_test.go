@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,9 +64,8 @@ func TestRegistryAuth(t *testing.T) {
 	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/" || p.HTTPGet.Port.String() != "http" {
 		t.Fatalf("registry readiness probe %+v: want an httpGet of / on the http port", p)
 	}
-	start(t, c, bin, cfg, dir)
-	// The kubelet's probe: no token, 200 while the storage is healthy.
-	waitStatus(t, "http://"+addr+p.HTTPGet.Path, http.StatusOK)
+	// serve waits for the kubelet's probe: no token, 200 while the storage is healthy.
+	serve(t, c, bin, cfg, dir, addr)
 
 	// No token: 401 for a pull, with the controller's Service as realm.
 	resp := get2(t, "http://"+addr+"/v2/team/app/tags/list", "")
@@ -91,28 +89,6 @@ func TestRegistryAuth(t *testing.T) {
 	}
 }
 
-// start runs the container's command until the test ends.
-func start(t *testing.T, c corev1.Container, binDir, cfg, tmp string) {
-	t.Helper()
-	argv := command(c, binDir, cfg)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = containerEnv(t, c, binDir, tmp)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("%s output:\n%s", c.Name, out.String())
-		}
-	})
-}
-
 func get2(t *testing.T, u, bearer string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
@@ -125,20 +101,6 @@ func get2(t *testing.T, u, bearer string) *http.Response {
 	}
 	resp.Body.Close()
 	return resp
-}
-
-// waitStatus polls u until it answers want (20s at most).
-func waitStatus(t *testing.T, u string, want int) {
-	t.Helper()
-	rig.WaitFor(t, 20*time.Second, u+" answering", func() (bool, string) {
-		req, _ := http.NewRequest(http.MethodGet, u, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == want, resp.Status
-	})
 }
 
 // TestRegistryNetworkPolicy: enabled, the registry admits only the
