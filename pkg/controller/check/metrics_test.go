@@ -51,7 +51,8 @@ func TestMetricsPerTagAndRegistry(t *testing.T) {
 	if got := testutil.ToFloat64(lastSuccess.WithLabelValues(tag.Name)); got != float64(t0.Unix()) {
 		t.Errorf("last successful check after a failure = %v, want %d (unchanged)", got, t0.Unix())
 	}
-	wantConditions(t, tag.Name, map[string]float64{"Ready": 1, "Resolved": 0, "Conflict": 0})
+	// Ready follows the failed check too (the old generation stays served).
+	wantConditions(t, tag.Name, map[string]float64{"Ready": 0, "Resolved": 0, "Conflict": 0})
 
 	// The Tag goes: so do its series.
 	if err := cl.Delete(context.Background(), fresh); err != nil {
