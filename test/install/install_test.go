@@ -143,13 +143,16 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	mustCreate(t, c, append(workloads, other)...)
 
 	// The controller, as the chart's ServiceAccount, with the chart's args.
-	webhookAddr := rig.FreeAddr(t)
-	ctrl := start(t, "controller", bins, containerArgs(t, dep.Spec.Template.Spec, "controller"),
-		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, dep.Spec.Template.Spec.ServiceAccountName),
-		"--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t), "--webhook-addr="+webhookAddr,
-		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*",
-		"--registry-token-file="+reg.controllerToken, "--registry-auth-key-file="+reg.keyFile,
-		"--registry-auth-addr="+reg.issuerAddr)
+	var webhookAddr string
+	ctrlKubeconfig := saKubeconfig(t, cs, kc, tmp, dep.Spec.Template.Spec.ServiceAccountName)
+	ctrl := startListening(t, "controller", bins, containerArgs(t, dep.Spec.Template.Spec, "controller"), func() []string {
+		webhookAddr = rig.FreeAddr(t)
+		return []string{"--kubeconfig=" + ctrlKubeconfig,
+			"--metrics-addr=" + rig.FreeAddr(t), "--health-addr=" + rig.FreeAddr(t), "--webhook-addr=" + webhookAddr,
+			"--registry-url=" + bundled.URL(), "--plain-http-registries=127.0.0.1:*",
+			"--registry-token-file=" + reg.controllerToken, "--registry-auth-key-file=" + reg.keyFile,
+			"--registry-auth-addr=" + reg.issuerAddr}
+	}, "--metrics-addr", "--health-addr", "--webhook-addr", "--registry-auth-addr")
 
 	// The node agent, as its ServiceAccount, with the DaemonSet's args.
 	hostsDir := filepath.Join(tmp, "certs.d")
@@ -161,14 +164,17 @@ func TestHelmInstallRunsWithChartRBAC(t *testing.T) {
 	// The node's own configuration for the upstream, which the agent takes
 	// over and the uninstall hook restores.
 	nodeOwn := seedNodeConfig(t, hostsDir, up.Host())
-	mirrorAddr := rig.FreeAddr(t)
-	agent := start(t, "node-agent", bins, containerArgs(t, ds.Spec.Template.Spec, "node-agent"),
-		"--kubeconfig="+saKubeconfig(t, cs, kc, tmp, ds.Spec.Template.Spec.ServiceAccountName),
-		"--listen="+mirrorAddr, "--metrics-addr="+rig.FreeAddr(t), "--health-addr="+rig.FreeAddr(t),
-		"--hosts-dir="+hostsDir, "--containerd-config="+containerdConfig, "--cri-endpoint=",
-		"--ready-file="+filepath.Join(tmp, "agent-state", "ready"),
-		"--registry-url="+bundled.URL(), "--plain-http-registries=127.0.0.1:*",
-		"--registry-token-file="+reg.agentToken)
+	var mirrorAddr string
+	agentKubeconfig := saKubeconfig(t, cs, kc, tmp, ds.Spec.Template.Spec.ServiceAccountName)
+	agent := startListening(t, "node-agent", bins, containerArgs(t, ds.Spec.Template.Spec, "node-agent"), func() []string {
+		mirrorAddr = rig.FreeAddr(t)
+		return []string{"--kubeconfig=" + agentKubeconfig,
+			"--listen=" + mirrorAddr, "--metrics-addr=" + rig.FreeAddr(t), "--health-addr=" + rig.FreeAddr(t),
+			"--hosts-dir=" + hostsDir, "--containerd-config=" + containerdConfig, "--cri-endpoint=",
+			"--ready-file=" + filepath.Join(tmp, "agent-state", "ready"),
+			"--registry-url=" + bundled.URL(), "--plain-http-registries=127.0.0.1:*",
+			"--registry-token-file=" + reg.agentToken}
+	}, "--listen", "--metrics-addr", "--health-addr")
 
 	tag := &v1alpha1.Tag{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: v1alpha1.TagSpec{
 		Image: image, Cache: true,
@@ -344,6 +350,66 @@ func start(t *testing.T, name, bin string, chartArgs []string, overrides ...stri
 		}
 	})
 	return &proc{Process: p, name: name, out: out}
+}
+
+// startListening starts a binary with the overrides args() picks, and waits
+// until each address given by one of the listenFlags answers HTTP. A port
+// rig.FreeAddr found free can be taken before the process binds it (the
+// suites beside this one open client connections from the same ephemeral
+// range): when the process exits saying so, it is started again with fresh
+// addresses, at most three times.
+func startListening(t *testing.T, name, bin string, chartArgs []string, args func() []string, listenFlags ...string) *proc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		overrides := args()
+		p := start(t, name, bin, chartArgs, overrides...)
+		var addrs []string
+		for _, a := range overrides {
+			for _, f := range listenFlags {
+				if v, ok := strings.CutPrefix(a, f+"="); ok {
+					addrs = append(addrs, v)
+				}
+			}
+		}
+		if p.listening(t, addrs) {
+			return p
+		}
+		if attempt == 3 || !strings.Contains(p.out.String(), "address already in use") {
+			t.Fatalf("%s exited before it listened on %v: %v\n%s", name, addrs, p.Err(), p.out)
+		}
+		t.Logf("%s: a picked port was taken before it bound it; starting again with fresh ports", name)
+	}
+}
+
+// listening waits until every addr answers HTTP (any status), or reports
+// false when the process exits first.
+func (p *proc) listening(t *testing.T, addrs []string) bool {
+	t.Helper()
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for pending := addrs; ; {
+		var still []string
+		for _, a := range pending {
+			if resp, err := hc.Get("http://" + a + "/"); err == nil {
+				resp.Body.Close()
+				continue
+			}
+			still = append(still, a)
+		}
+		if pending = still; len(pending) == 0 {
+			return true
+		}
+		select {
+		case <-p.Done():
+			return false
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v not listening after %v\n%s", p.name, pending, waitTimeout, p.out)
+		}
+	}
 }
 
 // stop sends SIGTERM and expects a clean exit.
